@@ -1,0 +1,3 @@
+"""Datasets in, one shape out: RGB uint8 images, uint8 class-index masks (255 = ignore), class names and colours."""
+
+from segkit.data.palette import IGNORE_INDEX  # noqa: F401

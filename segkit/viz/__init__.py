@@ -1,0 +1,4 @@
+"""Drawing only: masks and overlays, score plots, learning curves. Arrays and frames in, matplotlib figures out."""
+
+from segkit.viz.masks import *  # noqa: F401,F403
+from segkit.viz.scores import *  # noqa: F401,F403
