@@ -7,6 +7,7 @@ from segkit.errors import SegkitError
 
 STAGE_UNITS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 BOTTLENECK_DEPTHS = (50,)
+ENCODERS = {f"resnet{depth}": depth for depth in STAGE_UNITS}
 # Per stage (strides, dilations): a dilated stage keeps its resolution and widens its receptive field instead.
 STRIDES_AND_DILATIONS = {
     32: ((1, 2, 2, 2), (1, 1, 1, 1)),
