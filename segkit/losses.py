@@ -1,0 +1,268 @@
+"""Segmentation losses on per-pixel logits and sparse masks whose ignore pixels (255) are left out.
+
+Every loss takes `y_true` as integer class ids `(B, H, W)` or `(B, H, W, 1)` and `y_pred` as
+`(B, H, W, C)` logits (`from_logits=True`, the default) or probabilities (`from_logits=False`).
+Pixels labelled `ignore_index`, or with any id outside `0..C-1`, carry no loss and no gradient.
+Each loss returns one number for the whole batch: cross-entropy and focal are the (class-weighted)
+mean over the labelled pixels of the batch; Dice is computed per class over the whole batch.
+Written with `keras.ops` only, so it runs under TensorFlow and JAX; registered for `.keras` files.
+"""
+
+import numpy as np
+import keras
+from keras import ops
+
+from segkit.errors import SegkitError
+
+__all__ = ["CrossEntropy", "SoftDice", "Focal", "Combined", "get", "class_weights", "LOSS_NAMES"]
+
+_EPSILON = 1e-7
+
+
+class _SegmentationLoss(keras.losses.Loss):
+    """Shared arguments, input checks and label masking of the segkit losses."""
+
+    def __init__(
+        self,
+        num_classes,
+        class_weights=None,
+        ignore_index=255,
+        from_logits=True,
+        name=None,
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if int(num_classes) < 1:
+            raise SegkitError(f"num_classes must be at least 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.class_weights = _check_class_weights(class_weights, self.num_classes)
+        self.ignore_index = int(ignore_index)
+        self.from_logits = bool(from_logits)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        self._check_call(y_true, sample_weight)
+        return super().__call__(y_true, y_pred)
+
+    def _check_call(self, y_true, sample_weight):
+        if sample_weight is not None:
+            raise SegkitError(
+                f"{self.name} takes no sample_weight: label pixels {self.ignore_index} to leave them "
+                "out, or pass class_weights"
+            )
+        if isinstance(y_true, np.ndarray):
+            _check_concrete_labels(y_true, self.num_classes, self.ignore_index)
+
+    def _prepare(self, y_true, y_pred):
+        """Returns (one_hot, valid, y_pred): masked one-hot truth, the labelled-pixel mask, float32 scores."""
+        labels = _labels_matching(y_true, y_pred, self.num_classes)
+        valid = ops.logical_and(ops.logical_and(labels >= 0, labels < self.num_classes), labels != self.ignore_index)
+        one_hot = ops.one_hot(ops.where(valid, labels, 0), self.num_classes)
+        valid = ops.cast(valid, "float32")
+        return one_hot * valid[..., None], valid, ops.cast(y_pred, "float32")
+
+    def _log_probabilities(self, y_pred):
+        if self.from_logits:
+            return ops.log_softmax(y_pred, axis=-1)
+        return ops.log(ops.clip(y_pred, _EPSILON, 1.0))
+
+    def _probabilities(self, y_pred):
+        return ops.softmax(y_pred, axis=-1) if self.from_logits else y_pred
+
+    def _weights(self):
+        if self.class_weights is None:
+            return ops.ones((self.num_classes,), dtype="float32")
+        return ops.convert_to_tensor(self.class_weights, dtype="float32")
+
+    def _weighted_pixel_mean(self, one_hot, per_pixel):
+        """Mean of `per_pixel` over labelled pixels, each weighted by its class weight; 0 when none is labelled."""
+        pixel_weight = ops.sum(one_hot * self._weights(), axis=-1)
+        return ops.divide_no_nan(ops.sum(pixel_weight * per_pixel), ops.sum(pixel_weight))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "class_weights": self.class_weights,
+            "ignore_index": self.ignore_index,
+            "from_logits": self.from_logits,
+        }
+
+
+@keras.saving.register_keras_serializable(package="segkit")
+class CrossEntropy(_SegmentationLoss):
+    """Categorical cross-entropy on sparse masks: the class-weighted mean of -log p(true class) over labelled pixels.
+
+    With class weights w, the loss is sum(w[y] * ce) / sum(w[y]) (the PyTorch convention), so
+    weights change the balance between classes, not the scale of the loss.
+    """
+
+    def __init__(self, num_classes, class_weights=None, ignore_index=255, from_logits=True, name="cross_entropy", **kwargs):
+        super().__init__(num_classes, class_weights, ignore_index, from_logits, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        one_hot, _, y_pred = self._prepare(y_true, y_pred)
+        per_pixel = -ops.sum(one_hot * self._log_probabilities(y_pred), axis=-1)
+        return self._weighted_pixel_mean(one_hot, per_pixel)
+
+
+@keras.saving.register_keras_serializable(package="segkit")
+class Focal(_SegmentationLoss):
+    """Focal loss -(1 - p_t)^gamma log p_t (Lin et al. 2017), averaged like `CrossEntropy`; gamma=0 is cross-entropy.
+
+    Class weights play the part of the paper's alpha.
+    """
+
+    def __init__(
+        self, num_classes, gamma=2.0, class_weights=None, ignore_index=255, from_logits=True, name="focal", **kwargs
+    ):
+        super().__init__(num_classes, class_weights, ignore_index, from_logits, name=name, **kwargs)
+        if not float(gamma) >= 0:
+            raise SegkitError(f"focal gamma must be >= 0, got {gamma}")
+        self.gamma = float(gamma)
+
+    def call(self, y_true, y_pred):
+        one_hot, _, y_pred = self._prepare(y_true, y_pred)
+        log_p_true = ops.sum(one_hot * self._log_probabilities(y_pred), axis=-1)
+        modulation = ops.power(ops.maximum(1.0 - ops.exp(log_p_true), 0.0), self.gamma)
+        return self._weighted_pixel_mean(one_hot, -modulation * log_p_true)
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma}
+
+
+@keras.saving.register_keras_serializable(package="segkit")
+class SoftDice(_SegmentationLoss):
+    """Multiclass soft Dice loss: 1 - (2 sum(p t) + s) / (sum(p) + sum(t) + s) per class over the batch, averaged.
+
+    Sums run over all labelled pixels of the batch (ignore pixels are zeroed in both p and t);
+    the per-class losses are averaged with the class weights (plain mean by default). The
+    smoothing term `smooth` (default 1, in pixels) keeps a class absent from the batch finite:
+    its Dice tends to 1 (loss 0) as the predicted mass for it goes to 0.
+    """
+
+    def __init__(
+        self, num_classes, smooth=1.0, class_weights=None, ignore_index=255, from_logits=True, name="soft_dice", **kwargs
+    ):
+        super().__init__(num_classes, class_weights, ignore_index, from_logits, name=name, **kwargs)
+        if not float(smooth) > 0:
+            raise SegkitError(f"Dice smooth must be > 0 (it keeps absent classes finite), got {smooth}")
+        self.smooth = float(smooth)
+
+    def call(self, y_true, y_pred):
+        one_hot, valid, y_pred = self._prepare(y_true, y_pred)
+        probabilities = self._probabilities(y_pred) * valid[..., None]
+        pixel_axes = tuple(range(len(one_hot.shape) - 1))
+        intersection = ops.sum(probabilities * one_hot, axis=pixel_axes)
+        total = ops.sum(probabilities, axis=pixel_axes) + ops.sum(one_hot, axis=pixel_axes)
+        dice = (2.0 * intersection + self.smooth) / (total + self.smooth)
+        weights = self._weights()
+        return ops.sum(weights * (1.0 - dice)) / ops.sum(weights)
+
+    def get_config(self):
+        return {**super().get_config(), "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package="segkit")
+class Combined(keras.losses.Loss):
+    """A weighted sum of segkit losses, e.g. cross-entropy + Dice: sum_i weights[i] * losses[i]."""
+
+    def __init__(self, losses, weights=None, name="combined", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.losses = [keras.saving.deserialize_keras_object(loss) if isinstance(loss, dict) else loss for loss in losses]
+        if not self.losses or not all(isinstance(loss, _SegmentationLoss) for loss in self.losses):
+            raise SegkitError(f"Combined takes a non-empty list of segkit losses, got {losses!r}")
+        self.weights = [1.0] * len(self.losses) if weights is None else [float(w) for w in weights]
+        if len(self.weights) != len(self.losses):
+            raise SegkitError(f"Combined got {len(self.losses)} losses but {len(self.weights)} weights")
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        for loss in self.losses:  # the parts' call() is used below, so their checks run here
+            loss._check_call(y_true, sample_weight)
+        return super().__call__(y_true, y_pred)
+
+    def call(self, y_true, y_pred):
+        return sum(weight * loss.call(y_true, y_pred) for weight, loss in zip(self.weights, self.losses))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "losses": [keras.saving.serialize_keras_object(loss) for loss in self.losses],
+            "weights": self.weights,
+        }
+
+
+_LOSSES = {
+    "ce": lambda **kw: CrossEntropy(**kw),
+    "dice": lambda **kw: SoftDice(**kw),
+    "focal": lambda **kw: Focal(**kw),
+    "ce+dice": lambda **kw: Combined([CrossEntropy(**kw), SoftDice(**kw)], name="ce_dice"),
+    "focal+dice": lambda **kw: Combined([Focal(**kw), SoftDice(**kw)], name="focal_dice"),
+}
+LOSS_NAMES = tuple(_LOSSES)
+
+
+def get(name, *, num_classes, class_weights=None, ignore_index=255, from_logits=True):
+    """The loss called `name` (one of `LOSS_NAMES`: "ce", "dice", "focal", "ce+dice", "focal+dice")."""
+    if name not in _LOSSES:
+        raise SegkitError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+    return _LOSSES[name](
+        num_classes=num_classes, class_weights=class_weights, ignore_index=ignore_index, from_logits=from_logits
+    )
+
+
+def class_weights(class_pixel_share, method="median", max_weight=None):
+    """Per-class loss weights from each class's share of the labelled pixels (a manifest's `class_pixel_share`).
+
+    `class_pixel_share` is a sequence in class order, or a mapping class name -> share (read in
+    its order). "median" is median-frequency balancing (Eigen & Fergus 2015): median(share) / share,
+    the median taken over the classes that occur; "inverse" is 1 / share scaled to mean 1 over the
+    classes that occur. A class that never occurs (share 0) gets weight 0: it has no pixels to weigh.
+    `max_weight` caps the weight of very rare classes.
+    """
+    values = class_pixel_share.values() if hasattr(class_pixel_share, "values") else class_pixel_share
+    share = np.asarray(list(values), dtype=np.float64)
+    if share.ndim != 1 or share.size == 0 or not np.all(np.isfinite(share)) or np.any(share < 0) or share.sum() == 0:
+        raise SegkitError(f"class_pixel_share must be non-negative finite numbers, not all 0; got {share.tolist()}")
+    occurs = share > 0
+    inverse = np.where(occurs, 1.0 / np.where(occurs, share, 1.0), 0.0)
+    if method == "median":
+        weights = np.median(share[occurs]) * inverse
+    elif method == "inverse":
+        weights = inverse / inverse[occurs].mean()
+    else:
+        raise SegkitError(f"unknown class weight method {method!r}; choose median or inverse")
+    return weights if max_weight is None else np.minimum(weights, float(max_weight))
+
+
+def _labels_matching(y_true, y_pred, num_classes):
+    """Integer labels (B, H, W) from y_true, after checking the static shapes against y_pred (B, H, W, C)."""
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
+        y_true = ops.squeeze(y_true, axis=-1)
+    true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
+    same = len(true_shape) + 1 == len(pred_shape) and all(
+        a is None or b is None or a == b for a, b in zip(true_shape, pred_shape)
+    )
+    if not same:
+        raise SegkitError(f"mask shape {true_shape} does not match prediction shape {pred_shape} (expected (B, H, W) and (B, H, W, C))")
+    if pred_shape[-1] != num_classes:
+        raise SegkitError(f"prediction has {pred_shape[-1]} channels but the loss was built for num_classes={num_classes}")
+    if 0 in pred_shape:
+        raise SegkitError(f"empty prediction of shape {pred_shape}")
+    return ops.cast(y_true, "int32")
+
+
+def _check_concrete_labels(y_true, num_classes, ignore_index):
+    """Raises on ids that are neither a class nor the ignore index (possible only with concrete numpy masks)."""
+    labels = np.asarray(y_true)
+    bad = labels[(labels != ignore_index) & ((labels < 0) | (labels >= num_classes))]
+    if bad.size:
+        raise SegkitError(f"mask holds label {bad.flat[0]}, outside 0..{num_classes - 1} and not the ignore index {ignore_index}")
+
+
+def _check_class_weights(weights, num_classes):
+    if weights is None:
+        return None
+    weights = [float(w) for w in np.asarray(weights, dtype=np.float64).ravel()]
+    if len(weights) != num_classes or not all(np.isfinite(w) and w >= 0 for w in weights) or sum(weights) == 0:
+        raise SegkitError(f"class_weights must be {num_classes} non-negative numbers, not all 0; got {weights}")
+    return weights
