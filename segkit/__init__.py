@@ -1,6 +1,17 @@
 """segkit: semantic segmentation of street scenes with Keras 3."""
 
+import importlib
+
 from segkit.errors import SegkitError
 
 __version__ = "0.1.0"
-__all__ = ["SegkitError", "__version__"]
+__all__ = ["SegkitError", "__version__", "train", "evaluate", "predict", "compare", "export"]
+
+# The training API imports Keras and a backend; it loads on first use so `import segkit` stays light.
+_LAZY = {"train", "evaluate", "predict", "compare", "export"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"segkit.training.{name}"), name)
+    raise AttributeError(f"module 'segkit' has no attribute {name!r}")

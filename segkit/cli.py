@@ -36,6 +36,82 @@ def _quickstart(args):
     quickstart.run(args.out, count=args.count, seed=args.seed)
 
 
+def _train(args):
+    import segkit
+
+    if (args.config is None) == (args.resume is None):
+        raise SegkitError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
+    if args.resume is not None and args.set:
+        raise SegkitError("--set cannot change a run being resumed; it continues with its saved config.yaml")
+    segkit.train(args.config, overrides=args.set, resume=args.resume, runs_dir=args.runs)
+
+
+def _evaluate(args):
+    import segkit
+
+    segkit.evaluate(args.model, args.data, format=args.format, split=args.split, classes=args.classes, tta=args.tta,
+                    json_path=args.json, batch_size=args.batch_size)
+
+
+def _predict(args):
+    import segkit
+
+    segkit.predict(args.model, args.inputs, out=args.out, tta=args.tta, window=args.window)
+
+
+def _compare(args):
+    import segkit
+
+    segkit.compare(args.runs, out=args.out, latency=not args.no_latency)
+
+
+def _export(args):
+    import segkit
+
+    segkit.export(args.model, format=args.format, out=args.out)
+
+
+def _add_model_commands(sub):
+    model_help = "a run folder (uses its best.keras) or a .keras model file"
+    p = sub.add_parser("train", help="train a model from a YAML config into a new run folder (or resume one)")
+    p.add_argument("config", nargs="?", help="YAML config, e.g. configs/unet-r34_synthetic_128x128.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value), e.g. --set train.epochs=3")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--runs", default="runs", help="folder that holds run folders (default: runs)")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("evaluate", help="per-class IoU table and means of a model on a dataset")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--data", required=True, help="a prepared dataset folder, or a raw one with --format")
+    p.add_argument("--format", choices=DATA_FORMATS, help="format of a raw dataset (prepared into data/prepared once)")
+    p.add_argument("--split", help="split of a raw layout (train, val, test)")
+    p.add_argument("--classes", default="train", help="class mode of a raw dataset, as in `segkit data prepare`")
+    p.add_argument("--tta", choices=("flip",), help="average with the horizontally flipped prediction")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("predict", help="colour masks and overlays for images of any size")
+    p.add_argument("model", help=model_help)
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--out", required=True, help="folder for <name>_mask.png and <name>_overlay.png")
+    p.add_argument("--tta", choices=("flip",))
+    p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window tiles for large images")
+    p.set_defaults(run=_predict)
+
+    p = sub.add_parser("compare", help="compare finished runs in one report (report.md + figures)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-latency", action="store_true", help="skip timing inference")
+    p.set_defaults(run=_compare)
+
+    p = sub.add_parser("export", help="export a model and check the export's outputs match")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--format", required=True, choices=("savedmodel", "tflite", "onnx"))
+    p.add_argument("--out", help="output path (default: export/ in the run folder, or next to the model file)")
+    p.set_defaults(run=_export)
+
+
 def _add_data_commands(sub):
     data = sub.add_parser("data", help="download, generate and prepare datasets").add_subparsers(dest="data_cmd", required=True)
 
@@ -67,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
+    _add_model_commands(sub)
 
     p = sub.add_parser("quickstart", help="the main job on the built-in synthetic city")
     p.add_argument("--out", default="runs/quickstart")

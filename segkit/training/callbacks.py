@@ -1,0 +1,102 @@
+"""The callback that makes a run folder safe to kill: after each epoch, history, best model, checkpoint, commit.
+
+Order matters. The new checkpoint is written under a new name (atomically), then state.json is
+replaced to name it (the commit), then the previous checkpoint is deleted. A run killed at any
+moment therefore has a state.json naming a complete checkpoint, and loses at most one epoch.
+"""
+
+import math
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+
+from segkit.training import runs
+
+
+class NonFiniteLoss(Exception):
+    """Raised by train() after fit returns when the recorder stopped on a NaN or infinite loss."""
+
+
+class RunRecorder(keras.callbacks.Callback):
+    def __init__(self, run: runs.Run, inference_model, state: dict, *, max_seconds=None):
+        super().__init__()
+        self.run = run
+        self.inference_model = inference_model  # shares weights with the trained model; what best.keras holds
+        self.state = state
+        self.max_seconds = max_seconds
+        self.non_finite_at = None  # (epoch, step) where the loss stopped being finite
+        self._epoch_start = None
+        self._session_start = None
+        self._seconds_before = state["train_seconds"]
+
+    def on_train_begin(self, logs=None):
+        self._session_start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.non_finite_at = (len(self.state["history"]) + 1, batch + 1)
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.non_finite_at is not None or not all(math.isfinite(float(v)) for v in _scalars(logs).values()):
+            self.non_finite_at = self.non_finite_at or (epoch + 1, None)
+            self.model.stop_training = True
+            return  # nothing from this epoch is saved: the last good checkpoint stays the committed one
+        seconds = time.perf_counter() - self._epoch_start
+        row = {"epoch": epoch + 1, **_scalars(logs), "learning_rate": _learning_rate(self.model), "seconds": seconds}
+        self._commit(row)
+        if self.max_seconds is not None and self._seconds_before + self._elapsed() + seconds > self.max_seconds:
+            print(f"time budget of {self.max_seconds / 60:.1f} min reached after epoch {epoch + 1}: stopping")
+            self.model.stop_training = True
+
+    def _commit(self, row: dict) -> None:
+        state = self.state
+        epoch = row["epoch"]
+        monitor = monitored_key(row)
+        improved = state["best_miou"] is None or row[monitor] > state["best_miou"]
+        if improved:
+            with runs.atomic_path(self.run.file(runs.BEST)) as tmp:
+                self.inference_model.save(tmp)
+        checkpoint = self.run.checkpoint_name(epoch)
+        with runs.atomic_path(self.run.file(checkpoint)) as tmp:
+            self.model.save(tmp)
+        history = state["history"] + [row]
+        new_state = {
+            **state,
+            "epoch": epoch,
+            "checkpoint": checkpoint,
+            "history": history,
+            "best_miou": row[monitor] if improved else state["best_miou"],
+            "best_epoch": epoch if improved else state["best_epoch"],
+            "train_seconds": self._seconds_before + self._elapsed(),
+            "status": "training",
+        }
+        self.run.write_state(new_state)  # the commit point
+        self.state = new_state
+        self.run.remove_stale_checkpoints()
+        runs.write_text(self.run.file(runs.HISTORY), pd.DataFrame(history).to_csv(index=False))
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._session_start
+
+
+def monitored_key(row: dict) -> str:
+    """The validation mIoU among the logged values ('val_miou', or 'val_logits_miou' for multi-output models)."""
+    keys = [k for k in row if k.startswith("val_") and k.endswith("miou")]
+    if not keys:
+        raise KeyError(f"no validation mIoU among the logged values {sorted(row)}")
+    return min(keys, key=len)
+
+
+def _scalars(logs) -> dict:
+    return {k: float(np.asarray(v)) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+
+
+def _learning_rate(model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))

@@ -1,0 +1,178 @@
+"""`segkit.compare`: finished runs side by side in one report (report.md + PNG figures).
+
+Scores come from each run's metrics.json when all runs were validated on the same items, else
+every model is evaluated again on the first run's validation split, so the table always compares
+like with like. Latency is measured here, on this machine, one image at a time.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from segkit import data as data_lib
+from segkit import models, viz
+from segkit.errors import SegkitError
+from segkit.training import datasets, evaluate, report, runs
+
+LATENCY_REPEATS = 5
+
+
+def compare(run_dirs, *, out, latency=True) -> dict:
+    """Compares finished runs; writes `out`/report.md and figures; returns {"report", "table", "per_class"}.
+
+    table: one row per run (mIoU, pixel accuracy, parameters, GFLOPs, training time, latency);
+    per_class: per-class IoU, one column per run.
+    """
+    if len(run_dirs) < 1:
+        raise SegkitError("compare needs at least one run folder")
+    entries = [_load(path) for path in run_dirs]
+    _name_uniquely(entries)
+    _check_same_classes(entries)
+    split = _validation_split(entries[0])
+    same_items = all(_same_validation(entries[0], entry) for entry in entries)
+    for entry in entries:
+        if not same_items:
+            cm = evaluate.confusion(entry["model"], split.dataset.images, split.dataset.masks, split.indices,
+                                    num_classes=len(entry["classes"]))
+            entry["metrics"] = evaluate.summarize(cm, entry["classes"])
+        entry["latency_ms"] = _latency_ms(entry["model"], split) if latency else float("nan")
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = _table(entries)
+    per_class = pd.DataFrame({e["name"]: pd.Series(e["metrics"]["per_class_iou"], dtype=float) for e in entries})
+    classes = entries[0]["classes"]
+    colors = np.asarray(entries[0]["dataset"]["colors"], dtype=np.uint8)
+    figures = {
+        "class_iou.png": viz.plot_class_iou({e["name"]: per_class[e["name"]].to_numpy() for e in entries}, classes),
+        "learning_curves.png": viz.plot_learning_curves({e["name"]: e["history"] for e in entries}),
+        "qualitative.png": report.prediction_grid(split, colors, {e["name"]: e["model"] for e in entries}),
+    }
+    for entry in entries:
+        cm = np.asarray(entry["metrics"]["confusion_matrix"], dtype=np.int64)
+        figures[f"confusion_{entry['name']}.png"] = viz.plot_confusion(cm, classes)
+    for name, fig in figures.items():
+        report.save_figure(fig, out / name)
+    text = _markdown(entries, table, per_class, figures, split, same_items)
+    runs.write_text(out / "report.md", text)
+    print(table.to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"report: {out / 'report.md'}")
+    return {"report": out / "report.md", "table": table, "per_class": per_class}
+
+
+def _load(path) -> dict:
+    run = runs.Run.open(path)
+    if not run.file(runs.METRICS).is_file():
+        raise SegkitError(f"run {run.path} has not finished (no {runs.METRICS}); finish it with segkit train --resume")
+    model, _ = evaluate.load_model(run.path)
+    return {
+        "run": run,
+        "name": run.config["name"],
+        "config": run.config,
+        "model": model,
+        "metrics": run.metrics,
+        "dataset": run.dataset,
+        "classes": run.dataset["classes"],
+        "history": pd.DataFrame(run.state["history"]),
+        "train_seconds": run.state["train_seconds"],
+        "epochs": run.state["epoch"],
+    }
+
+
+def _name_uniquely(entries) -> None:
+    names = [e["name"] for e in entries]
+    for entry in entries:
+        if names.count(entry["name"]) > 1:
+            entry["name"] = entry["run"].path.name
+
+
+def _check_same_classes(entries) -> None:
+    first = entries[0]
+    for entry in entries[1:]:
+        if entry["classes"] != first["classes"]:
+            raise SegkitError(f"runs {first['run'].path} and {entry['run'].path} predict different classes; "
+                              "compare needs runs on the same classes")
+
+
+def _validation_split(entry) -> datasets.Split:
+    val = entry["dataset"]["val"]
+    if not Path(val["path"]).is_dir():
+        raise SegkitError(f"validation data {val['path']} of run {entry['run'].path} is gone; prepare it again")
+    return datasets.Split(data_lib.load_prepared(val["path"]), np.asarray(val["indices"]), Path(val["path"]))
+
+
+def _same_validation(first, entry) -> bool:
+    return first["dataset"]["val"] == entry["dataset"]["val"]
+
+
+def _latency_ms(model, split) -> float:
+    """Median wall time of segkit.models.predict on one validation image (after one warm-up call)."""
+    image = np.asarray(split.dataset.images[int(split.indices[0])])
+    models.predict(model, image)
+    times = []
+    for _ in range(LATENCY_REPEATS):
+        start = time.perf_counter()
+        models.predict(model, image)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def _table(entries) -> pd.DataFrame:
+    rows = []
+    for e in entries:
+        stats = models.model_stats(e["model"])
+        rows.append({
+            "run": e["name"],
+            "model": f"{e['config']['model']['name']}-{e['config']['model']['encoder']}",
+            "mIoU": e["metrics"]["miou"],
+            "pixel accuracy": e["metrics"]["pixel_accuracy"],
+            "params (M)": stats["params"] / 1e6,
+            "GFLOPs": stats["gflops"],
+            "epochs": e["epochs"],
+            "training (min)": e["train_seconds"] / 60,
+            "latency (ms/image)": e["latency_ms"],
+        })
+    return pd.DataFrame(rows).set_index("run")
+
+
+def _markdown(entries, table, per_class, figures, split, same_items) -> str:
+    size = "x".join(str(v) for v in split.image_size)
+    where = ("each run's metrics.json (all were validated on the same items)" if same_items
+             else "evaluating every model again on the first run's validation split")
+    lines = [
+        "# segkit comparison",
+        "",
+        f"Validation: {len(split)} images of {split.path} at {size}; scores from {where}.",
+        "mIoU is the mean IoU over the classes present in the validation truth or predictions, from one "
+        "confusion matrix over all validation pixels (void pixels not counted). Latency: median of "
+        f"{LATENCY_REPEATS} single-image predictions on this machine. GFLOPs per image at {size}.",
+        "",
+        "Runs: " + ", ".join(f"`{e['name']}` ({e['run'].path})" for e in entries),
+        "",
+        _markdown_table(table, "{:.4g}"),
+        "",
+        "## Per-class IoU",
+        "",
+        _markdown_table(per_class, "{:.3f}"),
+        "",
+    ]
+    for name in figures:
+        lines += [f"![{Path(name).stem}]({name})", ""]
+    return "\n".join(lines)
+
+
+
+def _markdown_table(frame: pd.DataFrame, float_format: str) -> str:
+    """A GitHub markdown table of a frame with its index as the first column (NaN shown as n/a)."""
+
+    def cell(value):
+        if isinstance(value, float):
+            return "n/a" if np.isnan(value) else float_format.format(value)
+        return str(value)
+
+    header = [frame.index.name or "", *map(str, frame.columns)]
+    rows = [[str(index), *map(cell, row)] for index, row in zip(frame.index, frame.itertuples(index=False))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])

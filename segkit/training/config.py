@@ -1,0 +1,251 @@
+"""Training configs: YAML files with a fixed set of keys, `--set key=value` overrides, one-line errors.
+
+A config has sections (`model`, `data`, `train`, `optimizer`, `loss`, `augment`); every key has
+a default except `data.path`. Misspelt or unknown keys and names are errors that list the valid
+ones, so a typo never silently falls back to a default.
+"""
+
+import copy
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from segkit.errors import SegkitError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "poly")
+CLASS_WEIGHTS = ("median", "inverse")
+DISTRIBUTIONS = ("none", "mirrored", "data_parallel")
+DATA_FORMATS = ("cityscapes-pairs", "cityscapes", "camvid", "camvid32", "folder")
+TTA = ("flip",)
+
+
+def _model_names():
+    from segkit import models  # imported when checked: reading a config stays light
+
+    return tuple(models.available())
+
+
+def _encoder_names():
+    from segkit import models
+
+    return tuple(models.ENCODERS)
+
+
+def _loss_names():
+    from segkit import losses
+
+    return tuple(losses.LOSS_NAMES)
+
+
+@dataclass(frozen=True)
+class Field:
+    default: object
+    types: tuple
+    help: str
+    choices: tuple | Callable | None = None  # a callable asks the module that owns the names
+    nullable: bool = False
+
+
+_STR, _INT, _FLOAT, _BOOL, _LIST = (str,), (int,), (float, int), (bool,), (list,)
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    "model": {
+        "name": Field("unet", _STR, "architecture", _model_names),
+        "encoder": Field("resnet34", _STR, "ResNet encoder", _encoder_names),
+        "encoder_weights": Field(None, _STR, "'imagenet' or a path to resnetXX_imagenet_1000_no_top.h5", nullable=True),
+        "aux_head": Field(False, _BOOL, "PSPNet auxiliary head on stage 3 (loss weight 0.4), dropped for inference"),
+    },
+    "data": {
+        "path": Field(None, _STR, "a prepared dataset (folder with manifest.json) or a raw dataset folder with data.format"),
+        "format": Field(None, _STR, "raw dataset format; prepared once into data.cache", DATA_FORMATS, nullable=True),
+        "split": Field(None, _STR, "split to read from a raw layout with several (train, val, test)", nullable=True),
+        "classes": Field("train", _STR, "'train', 'all' or a classes file (folder format), as in `segkit data prepare`"),
+        "size": Field(None, _LIST, "input size [H, W]; raw data is prepared at it, prepared data must have it", nullable=True),
+        "val": Field(0.1, _FLOAT, "hold-out validation share (< 1) or count (>= 1) of data.path, when no val_path/val_split"),
+        "val_path": Field(None, _STR, "a separate validation dataset (prepared, or raw in data.format)", nullable=True),
+        "val_split": Field(None, _STR, "validation split of the raw layout (e.g. val), read from val_path or path", nullable=True),
+        "limit": Field(None, _INT, "use only the first N items of data.path (smoke runs)", nullable=True),
+        "cache": Field("data/prepared", _STR, "where raw datasets are prepared"),
+    },
+    "train": {
+        "batch_size": Field(8, _INT, "global batch size"),
+        "epochs": Field(20, _INT, "number of epochs"),
+        "steps_per_epoch": Field(None, _INT, "cap on training steps per epoch", nullable=True),
+        "max_minutes": Field(None, _FLOAT, "time budget: no new epoch starts once it would end past it", nullable=True),
+        "seed": Field(0, _INT, "seed for weights, split, shuffling and augmentation"),
+        "mixed_precision": Field(False, _BOOL, "mixed_float16 compute (logits stay float32)"),
+        "distribution": Field("none", _STR, "data-parallel training across local devices", DISTRIBUTIONS),
+    },
+    "optimizer": {
+        "name": Field("adam", _STR, "optimizer", OPTIMIZERS),
+        "learning_rate": Field(1e-3, _FLOAT, "initial learning rate"),
+        "schedule": Field("constant", _STR, "learning-rate schedule; poly: lr * (1 - step/total)^power", SCHEDULES),
+        "power": Field(0.9, _FLOAT, "exponent of the poly schedule"),
+        "weight_decay": Field(None, _FLOAT, "decoupled weight decay (adamw, sgd)", nullable=True),
+        "momentum": Field(0.9, _FLOAT, "SGD momentum"),
+    },
+    "loss": {
+        "name": Field("ce", _STR, "loss", _loss_names),
+        "class_weights": Field(None, _STR, "weights from the training data's class pixel share", CLASS_WEIGHTS, nullable=True),
+    },
+    "augment": {
+        "enabled": Field(True, _BOOL, "augment training batches"),
+        "hflip": Field(0.5, _FLOAT, "horizontal flip probability"),
+        "scale": Field([0.75, 1.25], _LIST, "random zoom range [min, max]; [1, 1] turns it off"),
+        "color_jitter": Field(0.2, _FLOAT, "brightness/contrast/saturation jitter strength (image only)"),
+    },
+}
+TOP_LEVEL = ("name",) + tuple(SCHEMA)
+REQUIRED = ("data.path",)
+
+
+def defaults() -> dict:
+    """A config with every key at its default (data.path still None)."""
+    return {"name": None, **{s: {k: copy.deepcopy(f.default) for k, f in fields.items()} for s, fields in SCHEMA.items()}}
+
+
+def load(source, overrides=None) -> dict:
+    """Reads a YAML file (or takes a dict), applies `overrides` ({"train.epochs": 3} or ["train.epochs=3"]), validates.
+
+    Returns the resolved config: every key present, `name` set (file stem when not given).
+    """
+    where = str(source) if not isinstance(source, dict) else "config"
+    raw = _read_yaml(Path(source)) if not isinstance(source, dict) else copy.deepcopy(source)
+    config = defaults()
+    _merge(config, raw, where)
+    for key, value in _parse_overrides(overrides).items():
+        _set(config, key, value, "--set")
+    if config["name"] is None:
+        config["name"] = Path(source).stem if not isinstance(source, dict) else "run"
+    validate(config, where)
+    return config
+
+
+def dump(config: dict) -> str:
+    """The resolved config as YAML text, sections in schema order."""
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """'train.epochs=3' -> ('train.epochs', 3): the value is read as YAML (numbers, booleans, null, lists)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise SegkitError(f"--set {text!r}: expected key=value, e.g. --set train.epochs=3")
+    try:
+        return key.strip(), yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as err:
+        raise SegkitError(f"--set {text!r}: the value is not valid YAML ({err.problem})") from None
+
+
+def validate(config: dict, where: str = "config") -> None:
+    """Checks types, choices and required keys; raises SegkitError naming the first bad key."""
+    for key in REQUIRED:
+        section, name = key.split(".")
+        if config[section][name] is None:
+            raise SegkitError(f"{where}: missing required key '{key}' ({SCHEMA[section][name].help})")
+    if not isinstance(config["name"], str) or not config["name"]:
+        raise SegkitError(f"{where}: 'name' must be a non-empty string, got {config['name']!r}")
+    for section, fields in SCHEMA.items():
+        for name, field in fields.items():
+            config[section][name] = _checked(f"{section}.{name}", config[section][name], field, where)
+    _check_ranges(config, where)
+
+
+def _parse_overrides(overrides) -> dict:
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    return dict(parse_override(item) for item in overrides)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise SegkitError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise SegkitError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if raw is None:
+        raise SegkitError(f"config file {path} is empty")
+    if not isinstance(raw, dict):
+        raise SegkitError(f"config file {path} must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def _merge(config: dict, raw: dict, where: str) -> None:
+    for section, value in raw.items():
+        if section not in TOP_LEVEL:
+            raise SegkitError(f"{where}: unknown section '{section}'{_suggest(section, TOP_LEVEL)}; valid: {', '.join(TOP_LEVEL)}")
+        if section == "name":
+            config["name"] = value
+            continue
+        if not isinstance(value, dict):
+            raise SegkitError(f"{where}: section '{section}' must be a mapping of keys, got {value!r}")
+        for name, item in value.items():
+            _set(config, f"{section}.{name}", item, where)
+
+
+def _set(config: dict, key: str, value, where: str) -> None:
+    if key == "name":
+        config["name"] = value
+        return
+    section, _, name = key.partition(".")
+    if section not in SCHEMA:
+        raise SegkitError(f"{where}: unknown key '{key}'{_suggest(section, TOP_LEVEL)}; sections: {', '.join(TOP_LEVEL)}")
+    if name not in SCHEMA[section]:
+        valid = SCHEMA[section]
+        raise SegkitError(f"{where}: unknown key '{key}'{_suggest(name, valid, section)}; valid keys in {section}: {', '.join(valid)}")
+    config[section][name] = value
+
+
+def _suggest(word: str, options, section: str | None = None) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1)
+    if not close:
+        return ""
+    return f" (did you mean '{section + '.' if section else ''}{close[0]}'?)"
+
+
+def _checked(key: str, value, field: Field, where: str):
+    if value is None:
+        if field.nullable:
+            return None
+        raise SegkitError(f"{where}: '{key}' must not be empty ({field.help})")
+    if field.types == _FLOAT and isinstance(value, str):
+        value = _float_or_text(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    wrong_bool = isinstance(value, bool) and bool not in field.types  # bool is an int subclass
+    if wrong_bool or not isinstance(value, field.types):
+        expected = " or ".join(t.__name__ for t in field.types)
+        raise SegkitError(f"{where}: '{key}' must be {expected}, got {value!r} ({field.help})")
+    choices = field.choices() if callable(field.choices) else field.choices
+    if choices and value not in choices:
+        raise SegkitError(f"{where}: '{key}' is {value!r}{_suggest(value, choices)}; valid: {', '.join(choices)}")
+    return value
+
+
+def _float_or_text(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _check_ranges(config: dict, where: str) -> None:
+    data, train, augment = config["data"], config["train"], config["augment"]
+    positive = {"train.batch_size": train["batch_size"], "train.epochs": train["epochs"],
+                "optimizer.learning_rate": config["optimizer"]["learning_rate"]}
+    for key, value in positive.items():
+        if value <= 0:
+            raise SegkitError(f"{where}: '{key}' must be > 0, got {value!r}")
+    if data["size"] is not None and not (len(data["size"]) == 2 and all(isinstance(v, int) and v > 0 for v in data["size"])):
+        raise SegkitError(f"{where}: 'data.size' must be [H, W] with positive integers, got {data['size']!r}")
+    if data["val_path"] is None and data["val_split"] is None and not data["val"] > 0:
+        raise SegkitError(f"{where}: 'data.val' must be > 0 when neither data.val_path nor data.val_split is set")
+    if not (len(augment["scale"]) == 2 and 0 < augment["scale"][0] <= augment["scale"][1]):
+        raise SegkitError(f"{where}: 'augment.scale' must be [min, max] with 0 < min <= max, got {augment['scale']!r}")
+    if config["model"]["aux_head"] and config["model"]["name"] != "pspnet":
+        raise SegkitError(f"{where}: 'model.aux_head' is only available for pspnet, not {config['model']['name']!r}")

@@ -1,0 +1,132 @@
+"""From a config's `data` section to prepared datasets and the train / validation indices into them.
+
+A raw dataset folder is prepared once (decoded, colour-mapped, resized) into `data.cache` and
+reused by later runs; a prepared folder (one with manifest.json) is read as is.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segkit import data as data_lib
+from segkit.errors import SegkitError
+from segkit.training.config import DATA_FORMATS
+
+IGNORE_INDEX = 255
+
+
+@dataclass
+class Split:
+    """A prepared dataset and the items of it that one split uses."""
+
+    dataset: object  # segkit.data.PreparedDataset
+    indices: np.ndarray
+    path: Path
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(int(v) for v in self.dataset.images.shape[1:3])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class TrainingData:
+    train: Split
+    val: Split
+    classes: list[str]
+    colors: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> dict:
+        """What dataset.json in the run folder records: enough to rebuild the validation split and draw masks."""
+        return {
+            "classes": list(self.classes),
+            "colors": np.asarray(self.colors).tolist(),
+            "image_size": list(self.train.image_size),
+            "train": {"path": str(self.train.path), "num_items": len(self.train)},
+            "val": {"path": str(self.val.path), "indices": self.val.indices.tolist()},
+        }
+
+
+def open_dataset(path, *, format=None, split=None, classes="train", size=None, cache="data/prepared"):
+    """A PreparedDataset from a prepared folder, or from a raw folder prepared into `cache` on first use."""
+    path = Path(path)
+    if not path.exists():
+        raise SegkitError(f"dataset path {path} does not exist")
+    if (path / "manifest.json").is_file():
+        return _check_size(data_lib.load_prepared(path), path, size), path
+    if format is None:
+        raise SegkitError(f"{path} is not a prepared dataset (no manifest.json); give its format ({', '.join(DATA_FORMATS)}) to prepare it")
+    target = Path(cache) / _cache_name(path, format, split, size, classes)
+    if not (target / "manifest.json").is_file():
+        print(f"preparing {format} dataset {path} -> {target}")
+        data_lib.prepare(format, str(path), str(target), size=tuple(size) if size else None, classes=classes, split=split)
+    return data_lib.load_prepared(target), target
+
+
+def training_data(config: dict) -> TrainingData:
+    """The train and validation splits a config asks for, with classes checked to agree."""
+    spec = config["data"]
+    common = {"format": spec["format"], "classes": spec["classes"], "size": spec["size"], "cache": spec["cache"]}
+    dataset, path = open_dataset(spec["path"], split=spec["split"], **common)
+    items = np.arange(_count(dataset) if spec["limit"] is None else min(spec["limit"], _count(dataset)))
+    if spec["val_path"] is None and spec["val_split"] is None:
+        val_count = int(spec["val"]) if spec["val"] >= 1 else float(spec["val"])
+        train_idx, val_idx = data_lib.holdout_split(len(items), val_count, seed=config["train"]["seed"])
+        train = Split(dataset, items[np.asarray(train_idx)], path)
+        val = Split(dataset, items[np.asarray(val_idx)], path)
+    else:
+        val_dataset, val_path = open_dataset(spec["val_path"] or spec["path"], split=spec["val_split"], **common)
+        _check_same_classes(val_dataset, val_path, dataset, path)
+        train = Split(dataset, items, path)
+        val = Split(val_dataset, np.arange(_count(val_dataset)), val_path)
+    for name, part in (("training", train), ("validation", val)):
+        if len(part) == 0:
+            raise SegkitError(f"the {name} split of {part.path} is empty; check data.val and data.limit")
+    return TrainingData(train, val, list(dataset.classes), np.asarray(dataset.colors, dtype=np.uint8))
+
+
+def class_pixel_share(split: Split, num_classes: int) -> np.ndarray:
+    """Share of each class among the non-ignored pixels of the split's masks (what class weights are made from)."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for start in range(0, len(split.indices), 64):  # chunks keep memory flat on large datasets
+        masks = np.asarray(split.dataset.masks[np.sort(split.indices[start : start + 64])])
+        counts += np.bincount(masks[masks != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
+    return counts / max(counts.sum(), 1)
+
+
+def check_num_classes(model_classes: int, data_classes: int, model_name: str, data_path) -> None:
+    if model_classes != data_classes:
+        raise SegkitError(f"model {model_name} predicts {model_classes} classes but the data at {data_path} has {data_classes}")
+
+
+def _count(dataset) -> int:
+    return int(dataset.images.shape[0])
+
+
+def _check_size(dataset, path: Path, size):
+    actual = tuple(int(v) for v in dataset.images.shape[1:3])
+    if size is not None and tuple(size) != actual:
+        raise SegkitError(f"data.size is {size[0]}x{size[1]} but the prepared dataset {path} is {actual[0]}x{actual[1]}; "
+                          "prepare it again with --size or change data.size")
+    return dataset
+
+
+def _check_same_classes(val_dataset, val_path, dataset, path) -> None:
+    if list(val_dataset.classes) != list(dataset.classes):
+        raise SegkitError(f"validation data {val_path} has {len(val_dataset.classes)} classes, "
+                          f"training data {path} has {len(dataset.classes)}; they must have the same classes")
+
+
+def _cache_name(path: Path, format: str, split, size, classes: str) -> str:
+    # The hash of the absolute source path keeps two folders with the same name apart.
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    size_part = f"{size[0]}x{size[1]}" if size else "native"
+    return f"{format}-{path.name}-{split or 'all'}-{size_part}-{Path(classes).stem}-{digest}"

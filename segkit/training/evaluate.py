@@ -1,0 +1,97 @@
+"""`segkit.evaluate`: a trained model's per-class IoU table and means on any dataset segkit reads."""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from segkit import metrics, models
+from segkit.errors import SegkitError
+from segkit.training import datasets, runs
+
+
+def load_model(source) -> tuple[keras.Model, "runs.Run | None"]:
+    """(inference model, its run or None) from a run folder (its best.keras) or a .keras model file.
+
+    Loaded with Keras' safe mode on: a model file can carry no code. A file that is not a Keras model,
+    or one with layers segkit does not know, is a one-line SegkitError.
+    """
+    path = Path(source)
+    run = None
+    if path.is_dir():
+        run = runs.Run.open(path)
+        path = run.file(runs.BEST)
+        if not path.is_file():
+            raise SegkitError(f"run {run.path} has no {runs.BEST} yet (no epoch finished)")
+    elif not path.is_file():
+        raise SegkitError(f"model {path} does not exist (give a run folder or a .keras file)")
+    elif path.suffix != ".keras":
+        raise SegkitError(f"model {path} is not a .keras file")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # noqa: BLE001 -- Keras raises many types for damaged or foreign files
+        raise SegkitError(f"model {path} cannot be loaded: {first_line(err)}") from None
+    return models.without_aux(model), run
+
+
+def num_classes_of(model) -> int:
+    return int(keras.tree.flatten(model.output)[0].shape[-1])
+
+
+def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=None) -> np.ndarray:
+    """The int64 confusion matrix of `model` over dataset items `indices` (any image size: segkit.models.predict pads)."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    order = np.sort(np.asarray(indices))  # sorted reads are sequential on a memory-mapped cache
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        probs = models.predict(model, np.asarray(images[chunk]), tta=tta, batch_size=batch_size)
+        cm += metrics.confusion_matrix(np.asarray(masks[chunk]), probs.argmax(-1), num_classes)
+    return cm
+
+
+def summarize(cm: np.ndarray, classes) -> dict:
+    """metrics.json content: the means, per-class IoU (null where a class cannot be scored) and the matrix."""
+    result = metrics.scores(cm)
+    return {
+        "miou": result["miou"],
+        "pixel_accuracy": result["pixel_accuracy"],
+        "mean_accuracy": result["mean_accuracy"],
+        "fw_iou": result["fw_iou"],
+        "per_class_iou": {name: _or_none(v) for name, v in zip(classes, result["iou"])},
+        "classes": list(classes),
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def evaluate(model, data, *, format=None, split=None, classes="train", tta=None, json_path=None,
+             batch_size=8, cache="data/prepared", verbose=True) -> dict:
+    """Scores `model` (a run folder or .keras file) on dataset `data` (prepared folder, or raw with `format`).
+
+    Returns the metrics.json-style dict (miou, pixel_accuracy, mean_accuracy, fw_iou, per_class_iou,
+    confusion_matrix); prints the per-class table when `verbose`; writes the dict to `json_path` if given.
+    """
+    if tta not in (None, "flip"):
+        raise SegkitError(f"tta={tta!r} is not supported; use flip or none")
+    net, _ = load_model(model)
+    dataset, path = datasets.open_dataset(data, format=format, split=split, classes=classes, cache=cache)
+    datasets.check_num_classes(num_classes_of(net), len(dataset.classes), model, path)
+    count = int(dataset.images.shape[0])
+    cm = confusion(net, dataset.images, dataset.masks, np.arange(count), num_classes=len(dataset.classes),
+                   batch_size=batch_size, tta=tta)
+    result = {"model": str(model), "data": str(path), "num_items": count, "tta": tta, **summarize(cm, dataset.classes)}
+    if verbose:
+        print(metrics.report(cm, dataset.classes).to_string(float_format=lambda v: f"{v:.4f}"))
+        print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  ({count} images, {path})")
+    if json_path is not None:
+        runs.write_text(json_path, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _or_none(value):
+    return None if np.isnan(value) else float(value)
+
+
+def first_line(err) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -1,0 +1,114 @@
+"""`segkit.export`: a trained model as a TensorFlow SavedModel, TFLite or ONNX file, checked against Keras' outputs."""
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from segkit.errors import SegkitError
+from segkit.training import evaluate
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+TOLERANCE = {"savedmodel": 1e-4, "tflite": 1e-3, "onnx": 1e-3}  # max abs logit difference allowed
+_SUFFIX = {"savedmodel": "_savedmodel", "tflite": ".tflite", "onnx": ".onnx"}
+_NEEDS = {"savedmodel": ("tensorflow",), "tflite": ("tensorflow",), "onnx": ("tensorflow", "onnx", "tf2onnx", "onnxruntime")}
+
+
+def export(model, *, format="savedmodel", out=None, sample_size=(256, 256)) -> Path:
+    """Exports `model` (run folder or .keras file) and checks the export's logits match the Keras model's.
+
+    out: where to write (default: `export/<format>` in the run folder, or next to the model file);
+    an existing `out` is never overwritten. sample_size: (H, W) of the check input for models that take any size.
+    Returns the written path.
+    """
+    if format not in FORMATS:
+        raise SegkitError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    _check_available(format)
+    net, run = evaluate.load_model(model)
+    out = Path(out) if out is not None else _default_out(model, run, format)
+    if out.exists():
+        raise SegkitError(f"{out} already exists; remove it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sample = _sample_input(net, sample_size)
+    expected = keras.ops.convert_to_numpy(net(sample, training=False))
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.partial-") as work:
+        written = _WRITERS[format](net, Path(work))
+        actual = _RUNNERS[format](written, sample)
+        difference = float(np.max(np.abs(actual - expected)))
+        if not difference <= TOLERANCE[format]:
+            raise SegkitError(f"the {format} export of {model} gives logits up to {difference:.3g} away from Keras' "
+                              f"(allowed {TOLERANCE[format]}); nothing written")
+        os.replace(written, out)
+    print(f"exported {model} -> {out} ({format}; max abs logit difference to Keras {difference:.2e})")
+    return out
+
+
+def _check_available(format: str) -> None:
+    missing = [name for name in _NEEDS[format] if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SegkitError(f"{format} export needs the package(s) {', '.join(missing)} (pip install {' '.join(missing)})")
+
+
+def _default_out(model, run, format: str) -> Path:
+    if run is not None:
+        return run.path / "export" / f"best{_SUFFIX[format]}"
+    path = Path(model)
+    return path.with_name(path.stem + _SUFFIX[format])
+
+
+def _sample_input(net, sample_size) -> np.ndarray:
+    height, width = (side or default for side, default in zip(keras.tree.flatten(net.input)[0].shape[1:3], sample_size))
+    return np.random.default_rng(0).uniform(0, 255, size=(1, height, width, 3)).astype("float32")
+
+
+def _write_savedmodel(net, work: Path) -> Path:
+    path = work / "savedmodel"
+    net.export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+def _run_savedmodel(path: Path, sample) -> np.ndarray:
+    import tensorflow as tf
+
+    return np.asarray(tf.saved_model.load(str(path)).serve(tf.constant(sample)))
+
+
+def _write_tflite(net, work: Path) -> Path:
+    import tensorflow as tf
+
+    saved = _write_savedmodel(net, work)
+    path = work / "model.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+    shutil.rmtree(saved)
+    return path
+
+
+def _run_tflite(path: Path, sample) -> np.ndarray:
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], sample)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _write_onnx(net, work: Path) -> Path:
+    path = work / "model.onnx"
+    net.export(str(path), format="onnx", verbose=False)
+    return path
+
+
+def _run_onnx(path: Path, sample) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path))
+    return session.run(None, {session.get_inputs()[0].name: sample})[0]
+
+
+_WRITERS = {"savedmodel": _write_savedmodel, "tflite": _write_tflite, "onnx": _write_onnx}
+_RUNNERS = {"savedmodel": _run_savedmodel, "tflite": _run_tflite, "onnx": _run_onnx}

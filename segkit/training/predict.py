@@ -1,0 +1,74 @@
+"""`segkit.predict`: colour masks and overlays for image files of any size, from a run folder or model file."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segkit import models, viz
+from segkit.data.palette import TRAIN_CLASS_COLORS
+from segkit.data.readers import read_image
+from segkit.errors import SegkitError
+from segkit.training import evaluate, runs
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def predict(model, inputs, *, out, tta=None, window=None) -> list[Path]:
+    """Writes `<stem>_mask.png` (class colours) and `<stem>_overlay.png` per image into `out`; returns the paths.
+
+    model: a run folder or .keras file. inputs: image files and/or folders of images (any size;
+    segkit.models.predict pads to the model's stride and crops back). window: (h, w) tiles for large images.
+    """
+    net, run = evaluate.load_model(model)
+    colors = class_colors(run, evaluate.num_classes_of(net))
+    paths = image_files(inputs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in paths:
+        image = read_image(path)
+        mask = models.predict(net, image, tta=tta, window=window).argmax(-1).astype(np.uint8)
+        for suffix, picture in (("mask", viz.colorize(mask, colors)), ("overlay", viz.overlay(image, mask, colors))):
+            target = out / f"{path.stem}_{suffix}.png"
+            _write_png(target, picture)
+            written.append(target)
+        print(f"{path} -> {out / path.stem}_{{mask,overlay}}.png")
+    return written
+
+
+def class_colors(run, num_classes: int) -> np.ndarray:
+    """The run's class colours (dataset.json); without a run, the Cityscapes palette for 19 classes, else a fixed one."""
+    if run is not None and run.file(runs.DATASET).is_file():
+        return np.asarray(run.dataset["colors"], dtype=np.uint8)
+    if num_classes == len(TRAIN_CLASS_COLORS):
+        return TRAIN_CLASS_COLORS
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(num_classes, 3), dtype=np.uint8)
+
+
+def image_files(inputs) -> list[Path]:
+    """The image files named by `inputs` (files, or folders scanned one level deep), in a stable order."""
+    inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if not inputs:
+        raise SegkitError("no input images given")
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise SegkitError(f"folder {item} has no images ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise SegkitError(f"input {item} does not exist")
+    return files
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise SegkitError(f"could not encode {path}")
+    with runs.atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())

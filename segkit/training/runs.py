@@ -1,0 +1,145 @@
+"""Run folders: one per training run, written atomically so a killed run leaves a usable folder.
+
+Layout of `runs/<config-name>-<timestamp>/`:
+    config.yaml      the resolved config            dataset.json   classes, colours, split
+    state.json       the commit point: finished epochs, history, best score, last checkpoint name
+    last-NNNN.keras  model + optimizer state after epoch NNNN (the one state.json names)
+    best.keras       the inference model with the best validation mIoU
+    history.csv      one row per finished epoch      tensorboard/   TensorBoard logs (TensorFlow only)
+    metrics.json, per_class.csv, figures/*.png      written when training ends
+"""
+
+import contextlib
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from segkit.errors import SegkitError
+from segkit.training import config as config_lib
+
+STATE = "state.json"
+CONFIG = "config.yaml"
+DATASET = "dataset.json"
+BEST = "best.keras"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+PER_CLASS = "per_class.csv"
+FIGURES = "figures"
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path next to `path` (same suffix, so writers infer the format); renames it into place on success."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+class Run:
+    """A run folder on disk. `Run.create` starts one, `Run.open` checks an existing one."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, runs_dir, config: dict) -> "Run":
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        runs_dir = Path(runs_dir)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(100):
+            path = runs_dir / f"{config['name']}-{stamp}{f'-{attempt}' if attempt else ''}"
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise SegkitError(f"could not create a new run folder in {runs_dir}")
+        run = cls(path)
+        write_text(path / CONFIG, config_lib.dump(config))
+        run.write_state({"epoch": 0, "checkpoint": None, "history": [], "best_miou": None, "best_epoch": None,
+                         "train_seconds": 0.0, "status": "created"})
+        return run
+
+    @classmethod
+    def open(cls, path) -> "Run":
+        """An existing run folder; a clear error when `path` is not one (or its state is unreadable)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise SegkitError(f"run folder {path} does not exist")
+        missing = [name for name in (CONFIG, STATE) if not (path / name).is_file()]
+        if missing:
+            raise SegkitError(f"{path} is not a segkit run folder (no {' or '.join(missing)})")
+        run = cls(path)
+        run.state  # noqa: B018 -- parse now so a damaged state fails here, with the file's name
+        return run
+
+    @property
+    def config(self) -> dict:
+        try:
+            raw = yaml.safe_load((self.path / CONFIG).read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise SegkitError(f"{self.path / CONFIG} is unreadable: {str(err).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise SegkitError(f"{self.path / CONFIG} is not a segkit config")
+        return config_lib.load(raw)
+
+    @property
+    def state(self) -> dict:
+        return self._read_json(STATE)
+
+    def write_state(self, state: dict) -> None:
+        write_json(self.path / STATE, state)
+
+    @property
+    def dataset(self) -> dict:
+        return self._read_json(DATASET)
+
+    @property
+    def metrics(self) -> dict:
+        return self._read_json(METRICS)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def checkpoint_name(self, epoch: int) -> str:
+        return f"last-{epoch:04d}.keras"
+
+    def last_checkpoint(self) -> Path | None:
+        name = self.state["checkpoint"]
+        return self.path / name if name else None
+
+    def remove_stale_checkpoints(self) -> None:
+        """Deletes checkpoints other than the one state.json names (left by a run killed between save and commit)."""
+        keep = self.state["checkpoint"]
+        for path in self.path.glob("last-*.keras"):
+            if path.name != keep:
+                path.unlink(missing_ok=True)
+
+    def figure_path(self, name: str) -> Path:
+        (self.path / FIGURES).mkdir(exist_ok=True)
+        return self.path / FIGURES / name
+
+    def _read_json(self, name: str) -> dict:
+        try:
+            return json.loads((self.path / name).read_text())
+        except FileNotFoundError:
+            raise SegkitError(f"{self.path} is not a finished segkit run folder (no {name})") from None
+        except (OSError, ValueError) as err:
+            raise SegkitError(f"{self.path / name} is unreadable: {err}") from None

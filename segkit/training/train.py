@@ -1,0 +1,159 @@
+"""`segkit.train`: one config in, one run folder out (checkpoints, history, metrics, figures), resumable."""
+
+import importlib.util
+
+import keras
+
+from segkit import data as data_lib
+from segkit import losses, metrics, models
+from segkit.errors import SegkitError
+from segkit.training import config as config_lib
+from segkit.training import datasets, distribution, optim, report, runs
+from segkit.training.callbacks import RunRecorder
+from segkit.training.evaluate import first_line
+
+AUX_LOSS_WEIGHT = 0.4  # PSPNet paper: auxiliary loss weight
+
+
+def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto") -> runs.Run:
+    """Trains the model a config describes and returns its run folder.
+
+    config: a YAML path or a dict (see configs/); overrides: {"train.epochs": 3} or ["train.epochs=3"].
+    resume: a run folder to continue from its last checkpoint (then config and overrides must be None).
+    """
+    if resume is not None:
+        if config is not None or overrides:
+            raise SegkitError("give either a config (with overrides) or resume=RUN_DIR, not both")
+        run = runs.Run.open(resume)
+        cfg = run.config
+        state = run.state
+        if state["status"] == "finished":
+            raise SegkitError(f"run {run.path} already finished all {cfg['train']['epochs']} epochs; nothing to resume")
+        run.remove_stale_checkpoints()
+    else:
+        cfg = config_lib.load(config, overrides)
+    data = datasets.training_data(cfg)  # bad data fails here, before a new run folder exists
+    if resume is None:
+        run = runs.Run.create(runs_dir, cfg)
+        state = run.state
+    print(f"run folder: {run.path}")
+    keras.utils.set_random_seed(cfg["train"]["seed"])
+    if cfg["train"]["mixed_precision"]:
+        keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        _fit(cfg, run, state, data, verbose)
+    finally:
+        if cfg["train"]["mixed_precision"]:
+            keras.mixed_precision.set_dtype_policy("float32")
+    report.finish_run(run, data)
+    print(f"run folder: {run.path}")
+    return run
+
+
+def _fit(cfg, run, state, data, verbose) -> None:
+    train_cfg = cfg["train"]
+    runs.write_json(run.file(runs.DATASET), data.describe())
+    train_loader = _loader(cfg, data.train, shuffle=True)
+    val_loader = _loader(cfg, data.val, shuffle=False)
+    steps = len(train_loader) if train_cfg["steps_per_epoch"] is None else min(len(train_loader), train_cfg["steps_per_epoch"])
+    with distribution.scope(train_cfg["distribution"]) as replicas:
+        if replicas > 1:
+            print(f"data-parallel training on {replicas} devices ({train_cfg['distribution']})")
+        model = build_model(cfg, data.num_classes, data.train.image_size)
+        _compile(model, cfg, data, total_steps=steps * train_cfg["epochs"])
+        if state["checkpoint"] is not None:
+            _restore(model, run.last_checkpoint())
+            print(f"resuming after epoch {state['epoch']} from {run.last_checkpoint().name}")
+        recorder = RunRecorder(run, models.without_aux(model), state,
+                               max_seconds=None if train_cfg["max_minutes"] is None else 60 * train_cfg["max_minutes"])
+        model.fit(
+            _with_aux_targets(train_loader, model),
+            validation_data=_with_aux_targets(val_loader, model),
+            epochs=train_cfg["epochs"],
+            initial_epoch=state["epoch"],
+            steps_per_epoch=train_cfg["steps_per_epoch"],
+            callbacks=[recorder, *_tensorboard(run)],
+            verbose=verbose,
+        )
+    if recorder.non_finite_at is not None:
+        epoch, step = recorder.non_finite_at
+        run.write_state({**recorder.state, "status": "stopped: non-finite loss"})
+        kept = f"the last good checkpoint (epoch {recorder.state['epoch']}) is kept" if recorder.state["checkpoint"] else "no epoch finished, so no checkpoint was written"
+        where = f"epoch {epoch}" + (f", step {step}" if step else "")
+        raise SegkitError(f"training loss became NaN or infinite at {where}; stopped. In {run.path} {kept}; "
+                          "lower optimizer.learning_rate or check the data")
+    run.write_state({**recorder.state, "status": "finished"})
+
+
+def build_model(cfg: dict, num_classes: int, image_size) -> keras.Model:
+    """The model a config describes, for `num_classes` classes and images of `image_size` (H, W)."""
+    spec = cfg["model"]
+    options = {"aux_head": True} if spec["aux_head"] else {}
+    return models.build(spec["name"], encoder=spec["encoder"], num_classes=num_classes,
+                        input_shape=(*image_size, 3), encoder_weights=spec["encoder_weights"], **options)
+
+
+def _compile(model, cfg, data, total_steps) -> None:
+    weights = None
+    if cfg["loss"]["class_weights"] is not None:
+        share = datasets.class_pixel_share(data.train, data.num_classes)
+        weights = losses.class_weights(share, method=cfg["loss"]["class_weights"])
+    loss = losses.get(cfg["loss"]["name"], num_classes=data.num_classes, class_weights=weights, ignore_index=datasets.IGNORE_INDEX)
+    miou = metrics.MeanIoU(data.num_classes, ignore_index=datasets.IGNORE_INDEX, name="miou")
+    optimizer = optim.build(cfg["optimizer"], total_steps)
+    if isinstance(model.output, dict):
+        model.compile(optimizer, loss={"logits": loss, "aux_logits": loss},
+                      loss_weights={"logits": 1.0, "aux_logits": AUX_LOSS_WEIGHT}, metrics={"logits": [miou]})
+    else:
+        model.compile(optimizer, loss=loss, metrics=[miou])
+
+
+def _restore(model, checkpoint) -> None:
+    """Loads weights and optimizer state (step count, moments; the schedule follows the step count)."""
+    model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(checkpoint)
+    except Exception as err:  # noqa: BLE001 -- Keras raises many types for a damaged or foreign file
+        raise SegkitError(f"checkpoint {checkpoint} cannot be loaded into this run's model: {first_line(err)}") from None
+
+
+def _loader(cfg, split, *, shuffle):
+    aug = cfg["augment"]
+    augment = None
+    if shuffle and aug["enabled"]:
+        augment = data_lib.Augment(hflip=aug["hflip"], scale=tuple(aug["scale"]), color_jitter=aug["color_jitter"])
+    return data_lib.make_loader(split.dataset.images, split.dataset.masks, split.indices, cfg["train"]["batch_size"],
+                                shuffle=shuffle, augment=augment, seed=cfg["train"]["seed"])
+
+
+class _AuxTargets(keras.utils.PyDataset):
+    """Feeds the same mask to both outputs of a model with an auxiliary head."""
+
+    def __init__(self, loader):
+        super().__init__()
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getitem__(self, index):
+        x, y = self.loader[index]
+        return x, {"logits": y, "aux_logits": y}
+
+    def on_epoch_end(self):
+        self.loader.on_epoch_end()
+
+
+def _with_aux_targets(loader, model):
+    return _AuxTargets(loader) if isinstance(model.output, dict) else loader
+
+
+def _tensorboard(run) -> list:
+    if keras.backend.backend() != "tensorflow":
+        print(f"note: TensorBoard logs need the TensorFlow backend; skipped on {keras.backend.backend()}")
+        return []
+    if importlib.util.find_spec("tensorboard") is None:
+        print("note: TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=str(run.file("tensorboard")), write_graph=False)]
+
