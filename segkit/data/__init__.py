@@ -5,3 +5,4 @@ from segkit.data.synth import synthetic_scene, write_synthetic  # noqa: F401
 from segkit.data.loader import Augment, holdout_split, make_loader  # noqa: F401
 from segkit.data.cache import PreparedDataset, format_summary, load_prepared, prepare  # noqa: F401
 from segkit.data.readers import FORMATS, Reader, open_reader, read_image, read_index_mask  # noqa: F401
+from segkit.data.download import download  # noqa: F401
