@@ -1,0 +1,249 @@
+"""segkit.losses against numpy reference formulas, with ignore pixels, class weights and gradients."""
+
+import keras
+import numpy as np
+import pytest
+
+from segkit import losses
+from segkit.errors import SegkitError
+from segkit.metrics import MeanIoU
+
+pytestmark = pytest.mark.backend_agnostic
+
+IGNORE = 255
+CLASSES = 4
+
+
+def softmax(logits):
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def reference_ce(y, logits, weights=None, gamma=0.0):
+    """Class-weighted mean over labelled pixels of -(1 - p_t)^gamma log p_t, pixel by pixel."""
+    probabilities = softmax(logits.astype(np.float64))
+    weights = np.ones(logits.shape[-1]) if weights is None else np.asarray(weights, dtype=np.float64)
+    total, weight_sum = 0.0, 0.0
+    for index in zip(*np.nonzero(y != IGNORE)):
+        p_true = probabilities[index][y[index]]
+        total += weights[y[index]] * -((1 - p_true) ** gamma) * np.log(p_true)
+        weight_sum += weights[y[index]]
+    return total / weight_sum if weight_sum else 0.0
+
+
+def reference_dice(y, logits, weights=None, smooth=1.0):
+    probabilities = softmax(logits.astype(np.float64))
+    valid = y != IGNORE
+    weights = np.ones(logits.shape[-1]) if weights is None else np.asarray(weights, dtype=np.float64)
+    per_class = []
+    for c in range(logits.shape[-1]):
+        p = probabilities[..., c][valid]
+        t = (y[valid] == c).astype(np.float64)
+        per_class.append(1 - (2 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth))
+    return float(np.sum(weights * np.array(per_class)) / weights.sum())
+
+
+def sample(seed=0, shape=(2, 5, 6)):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, CLASSES - 1, shape)  # the last class is absent from the truth
+    y[rng.random(shape) < 0.3] = IGNORE
+    logits = rng.normal(scale=2.0, size=shape + (CLASSES,)).astype("float32")
+    return y.astype("int32"), logits
+
+
+WEIGHTS = [0.5, 2.0, 1.0, 3.0]
+REFERENCES = {
+    "ce": lambda y, z, w: reference_ce(y, z, w),
+    "focal": lambda y, z, w: reference_ce(y, z, w, gamma=2.0),
+    "dice": lambda y, z, w: reference_dice(y, z, w),
+    "ce+dice": lambda y, z, w: reference_ce(y, z, w) + reference_dice(y, z, w),
+    "focal+dice": lambda y, z, w: reference_ce(y, z, w, gamma=2.0) + reference_dice(y, z, w),
+}
+
+
+def value(loss, y, y_pred):
+    return float(keras.ops.convert_to_numpy(loss(y, y_pred)))
+
+
+@pytest.mark.parametrize("name", losses.LOSS_NAMES)
+@pytest.mark.parametrize("weights", [None, WEIGHTS])
+def test_loss_matches_numpy_reference_for_logits_and_probabilities(name, weights):
+    y, logits = sample()
+    expected = REFERENCES[name](y, logits, weights)
+    on_logits = losses.get(name, num_classes=CLASSES, class_weights=weights)
+    on_probabilities = losses.get(name, num_classes=CLASSES, class_weights=weights, from_logits=False)
+    assert value(on_logits, y, logits) == pytest.approx(expected, rel=1e-5)
+    assert value(on_probabilities, y, softmax(logits).astype("float32")) == pytest.approx(expected, rel=1e-4)
+    assert value(on_logits, y[..., None], logits) == pytest.approx(expected, rel=1e-5)  # (B, H, W, 1) masks
+
+
+def test_class_weights_shift_the_loss_towards_the_weighted_class():
+    y = np.array([[[0, 0, 1, 1]]], dtype="int32")
+    logits = np.array([[[[3.0, 0], [3, 0], [0, 1], [0, 1]]]], dtype="float32")  # class 0 confident, class 1 less so
+    plain = value(losses.CrossEntropy(2), y, logits)
+    favour_1 = value(losses.CrossEntropy(2, class_weights=[1.0, 4.0]), y, logits)
+    ce_0, ce_1 = -np.log(softmax(logits[0, 0, 0])[0]), -np.log(softmax(logits[0, 0, 2])[1])
+    assert plain == pytest.approx((ce_0 + ce_1) / 2, rel=1e-5)
+    assert favour_1 == pytest.approx((ce_0 + 4 * ce_1) / 5, rel=1e-5)
+    assert favour_1 > plain
+
+
+def gradient(loss, y, logits):
+    """d loss / d logits with the backend's own autodiff."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda z: loss(y, z))(logits))
+    import tensorflow as tf
+
+    z = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        result = loss(y, z)
+    return tape.gradient(result, z).numpy()
+
+
+@pytest.mark.parametrize("name", losses.LOSS_NAMES)
+def test_gradients_are_finite_nonzero_and_zero_on_ignored_pixels(name):
+    y, logits = sample(seed=1)
+    grad = gradient(losses.get(name, num_classes=CLASSES), y, logits)
+    assert np.all(np.isfinite(grad))
+    labelled = y != IGNORE
+    assert np.all(np.abs(grad[labelled]).sum(axis=-1) > 0)
+    assert np.all(grad[~labelled] == 0)
+
+
+def test_cross_entropy_gradient_is_softmax_minus_one_hot_over_weights():
+    y, logits = sample(seed=2)
+    grad = gradient(losses.CrossEntropy(CLASSES, class_weights=WEIGHTS), y, logits)
+    labelled = y != IGNORE
+    pixel_weight = np.where(labelled, np.take(WEIGHTS, np.where(labelled, y, 0)), 0.0)
+    one_hot = np.eye(CLASSES)[np.where(labelled, y, 0)]
+    expected = (softmax(logits.astype(np.float64)) - one_hot) * (pixel_weight / pixel_weight.sum())[..., None]
+    np.testing.assert_allclose(grad, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", losses.LOSS_NAMES)
+def test_logits_at_ignored_pixels_do_not_change_the_loss(name):
+    y, logits = sample(seed=3)
+    scrambled = logits.copy()
+    scrambled[y == IGNORE] = np.random.default_rng(9).normal(scale=50, size=scrambled[y == IGNORE].shape)
+    loss = losses.get(name, num_classes=CLASSES)
+    assert value(loss, y, scrambled) == value(loss, y, logits)
+
+
+def test_perfect_prediction_gives_near_zero_dice_and_cross_entropy():
+    y = np.array([[[0, 1, 2], [2, 1, IGNORE]]], dtype="int32")  # class 3 absent
+    logits = 30.0 * np.eye(CLASSES, dtype="float32")[np.where(y == IGNORE, 3, y)]
+    logits[y == IGNORE] = np.array([0, 0, 0, 30.0]) * -1  # wrong, but ignored
+    assert value(losses.SoftDice(CLASSES), y, logits) < 1e-6
+    assert value(losses.CrossEntropy(CLASSES), y, logits) < 1e-6
+    assert value(losses.SoftDice(CLASSES), y, -logits) > 0.5  # and a wrong one is far from 0
+
+
+@pytest.mark.parametrize("name", losses.LOSS_NAMES)
+def test_absent_classes_and_all_ignored_batches_stay_finite(name):
+    loss = losses.get(name, num_classes=CLASSES)
+    _, logits = sample(seed=4)
+    only_class_0 = np.zeros(logits.shape[:-1], dtype="int32")
+    all_ignored = np.full(logits.shape[:-1], IGNORE, dtype="int32")
+    assert np.isfinite(value(loss, only_class_0, logits))
+    assert value(loss, all_ignored, logits) == 0.0
+    assert np.all(gradient(loss, all_ignored, logits) == 0)
+
+
+def test_focal_with_gamma_zero_is_cross_entropy():
+    y, logits = sample(seed=5)
+    assert value(losses.Focal(CLASSES, gamma=0.0), y, logits) == pytest.approx(value(losses.CrossEntropy(CLASSES), y, logits), rel=1e-6)
+
+
+def tiny_model():
+    inputs = keras.Input((6, 8, 3))
+    return keras.Model(inputs, keras.layers.Conv2D(CLASSES, 3, padding="same")(inputs))
+
+
+@pytest.mark.parametrize("name", ["ce+dice", "focal"])
+def test_one_fit_step_moves_every_weight_by_a_finite_amount(name):
+    rng = np.random.default_rng(6)
+    x = rng.uniform(0, 255, (4, 6, 8, 3)).astype("float32") / 255
+    y = rng.integers(0, CLASSES, (4, 6, 8)).astype("int32")
+    y[:, :2] = IGNORE
+    model = tiny_model()
+    before = [w.copy() for w in model.get_weights()]
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.get(name, num_classes=CLASSES))
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    for old, new in zip(before, model.get_weights()):
+        assert np.all(np.isfinite(new)) and np.any(old != new)
+
+
+def test_compiled_model_with_segkit_loss_and_metric_saves_and_loads(tmp_path):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3, 6, 8, 3)).astype("float32")
+    y = rng.integers(0, CLASSES, (3, 6, 8)).astype("int32")
+    y[0, 0] = IGNORE
+    model = tiny_model()
+    loss = losses.get("ce+dice", num_classes=CLASSES, class_weights=WEIGHTS)
+    model.compile(optimizer="adam", loss=loss, metrics=[MeanIoU(CLASSES, name="miou")])
+    before = model.evaluate(x, y, return_dict=True, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.loss.get_config() == loss.get_config()
+    after = loaded.evaluate(x, y, return_dict=True, verbose=0)
+    assert after == pytest.approx(before, rel=1e-6)
+
+
+def test_labels_out_of_range_inside_a_graph_are_masked_like_ignore():
+    # A traced graph cannot raise on data: such labels get no loss (segkit.data rejects them earlier).
+    y, logits = sample(seed=8)
+    inputs = keras.Input((5, 6, CLASSES))
+    model = keras.Model(inputs, keras.layers.Identity()(inputs))
+    model.compile(loss=losses.CrossEntropy(CLASSES))
+    out_of_range = np.where(y == IGNORE, 7, y)
+    assert model.evaluate(logits, out_of_range, verbose=0) == pytest.approx(model.evaluate(logits, y, verbose=0))
+
+
+def test_class_weights_from_pixel_shares_by_hand():
+    shares = [0.5, 0.3, 0.2, 0.0]
+    # median over the classes that occur (0.5, 0.3, 0.2) is 0.3 -> 0.3 / share; the absent class gets 0
+    np.testing.assert_allclose(losses.class_weights(shares), [0.6, 1.0, 1.5, 0.0])
+    inverse = np.array([2, 10 / 3, 5])
+    np.testing.assert_allclose(losses.class_weights(shares, method="inverse"), list(inverse / inverse.mean()) + [0.0])
+    np.testing.assert_allclose(losses.class_weights({"road": 0.9, "pole": 0.1}, max_weight=2.0), [0.5 / 0.9, 2.0])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: losses.get("iou", num_classes=3), "unknown loss 'iou'; choose one of ce, dice, focal, ce\\+dice"),
+        (lambda: losses.get("ce", num_classes=3, class_weights=[1, 2]), "class_weights must be 3"),
+        (lambda: losses.class_weights([0.5, -0.1]), "non-negative"),
+        (lambda: losses.class_weights([0, 0]), "not all 0"),
+        (lambda: losses.class_weights([0.5, 0.5], method="log"), "unknown class weight method"),
+        (lambda: losses.Focal(3, gamma=-1), "gamma"),
+        (lambda: losses.SoftDice(3, smooth=0), "smooth"),
+    ],
+)
+def test_bad_arguments_raise_one_line(call, message):
+    with pytest.raises(SegkitError, match=message):
+        call()
+
+
+@pytest.mark.parametrize(
+    "y, logits, message",
+    [
+        (np.zeros((2, 5, 5), "int32"), np.zeros((2, 5, 6, CLASSES), "float32"), "does not match prediction shape"),
+        (np.zeros((2, 5, 6), "int32"), np.zeros((2, 5, 6, 3), "float32"), "3 channels"),
+        (np.full((2, 5, 6), 9, "int32"), np.zeros((2, 5, 6, CLASSES), "float32"), "label 9, outside 0..3"),
+        (np.zeros((0, 5, 6), "int32"), np.zeros((0, 5, 6, CLASSES), "float32"), "empty"),
+    ],
+)
+@pytest.mark.parametrize("name", ["ce", "ce+dice"])
+def test_bad_masks_raise_one_line(name, y, logits, message):
+    with pytest.raises(SegkitError, match=message):
+        losses.get(name, num_classes=CLASSES)(y, logits)
+
+
+def test_sample_weight_is_refused():
+    y, logits = sample()
+    with pytest.raises(SegkitError, match="takes no sample_weight"):
+        losses.CrossEntropy(CLASSES)(y, logits, sample_weight=np.ones(2))
