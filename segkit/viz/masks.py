@@ -1,3 +1,77 @@
-"""Placeholder: filled in by its owner."""
+"""Masks as pictures: class colours, overlays on the photo, and image | label (| prediction) grids."""
 
-__all__: list[str] = []
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from segkit.errors import SegkitError
+
+__all__ = ["colorize", "overlay", "sample_grid"]
+
+IGNORE_INDEX = 255  # CONTRIBUTING.md's mask contract
+
+
+def colorize(mask: np.ndarray, colors, ignore_color=(0, 0, 0)) -> np.ndarray:
+    """RGB uint8 (H, W, 3) picture of a class-index mask: class c gets colors[c], 255 gets `ignore_color`."""
+    mask = np.asarray(mask)
+    colors = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
+        raise SegkitError(f"mask must be a 2-D integer array, got shape {mask.shape} dtype {mask.dtype}")
+    stray = ((mask >= len(colors)) & (mask != IGNORE_INDEX)) | (mask < 0)
+    if stray.any():
+        raise SegkitError(f"mask value {int(mask[stray][0])} has no colour: {len(colors)} classes, and 255 = ignore")
+    table = np.zeros((256, 3), np.uint8)
+    table[: len(colors)] = colors
+    table[IGNORE_INDEX] = ignore_color
+    return table[mask.astype(np.uint8)]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, colors, alpha: float = 0.5) -> np.ndarray:
+    """The photo with class colours blended in at `alpha`; ignored pixels show the photo as it is."""
+    image = np.asarray(image)
+    if image.shape[:2] != np.shape(mask) or image.ndim != 3 or image.shape[2] != 3:
+        raise SegkitError(f"image {image.shape} and mask {np.shape(mask)} do not pair up")
+    if not 0 <= alpha <= 1:
+        raise SegkitError(f"alpha must be in [0, 1], got {alpha!r}")
+    painted = colorize(mask, colors).astype(np.float32)
+    blend = np.where((np.asarray(mask) != IGNORE_INDEX)[..., None], alpha, 0.0).astype(np.float32)
+    return np.round(image.astype(np.float32) * (1 - blend) + painted * blend).clip(0, 255).astype(np.uint8)
+
+
+def sample_grid(images, masks, colors, class_names=None, *, predictions=None, alpha: float = 0.5,
+                panel_size: float = 2.4) -> Figure:
+    """One row per sample: image | label overlay (| prediction overlay). A legend names the classes shown.
+
+    images: (N, H, W, 3) uint8; masks and predictions: (N, H, W) class indices, 255 = ignore.
+    """
+    images, masks = np.asarray(images), np.asarray(masks)
+    if len(images) == 0 or len(images) != len(masks):
+        raise SegkitError(f"sample_grid needs as many masks as images (at least one), got {len(images)} and {len(masks)}")
+    columns = [("image", None), ("label", masks)]
+    if predictions is not None:
+        if np.shape(predictions) != masks.shape:
+            raise SegkitError(f"predictions {np.shape(predictions)} do not match masks {masks.shape}")
+        columns.append(("prediction", np.asarray(predictions)))
+
+    height, width = images.shape[1:3]
+    panel_w = panel_size * width / height
+    fig = Figure(figsize=(panel_w * len(columns), panel_size * len(images) + (0.6 if class_names else 0)), layout="constrained")
+    axes = fig.subplots(len(images), len(columns), squeeze=False)
+    for row, image in enumerate(images):
+        for col, (title, labels) in enumerate(columns):
+            ax = axes[row, col]
+            ax.imshow(image if labels is None else overlay(image, labels[row], colors, alpha))
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+    if class_names is not None:
+        _add_legend(fig, [m for _, m in columns[1:]], colors, class_names)
+    return fig
+
+
+def _add_legend(fig: Figure, label_sets, colors, class_names) -> None:
+    present = np.unique(np.concatenate([np.asarray(m).ravel() for m in label_sets]))
+    present = [int(c) for c in present if c != IGNORE_INDEX]
+    colors = np.asarray(colors, dtype=np.float32).reshape(-1, 3) / 255
+    handles = [Patch(color=colors[c], label=class_names[c]) for c in present]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6) or 1, fontsize=7, frameon=False)
