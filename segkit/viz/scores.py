@@ -1,3 +1,103 @@
-"""Placeholder: filled in by its owner."""
+"""Score plots: a confusion-matrix heatmap and per-class IoU bars for one or several models."""
 
-__all__: list[str] = []
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from segkit.errors import SegkitError
+
+__all__ = ["plot_confusion", "plot_class_iou"]
+
+# Beyond this many classes the per-cell numbers become unreadable; the colours still tell.
+_MAX_ANNOTATED_CLASSES = 20
+
+
+def plot_confusion(cm, class_names, normalize=True):
+    """Heatmap of a confusion matrix (rows = truth, columns = prediction) with class names on both axes.
+
+    With `normalize`, each row is divided by its total, so a cell reads "share of this true class
+    predicted as that class" and the diagonal is the class accuracy; a class with no true pixels
+    is left blank rather than drawn as 0.
+    """
+    cm = np.asarray(cm)
+    names = [str(name) for name in class_names]
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(names):
+        raise SegkitError(f"plot_confusion needs a square matrix with one row per class name; got shape {cm.shape} for {len(names)} names")
+    values = _row_normalised(cm) if normalize else cm.astype(np.float64)
+    size = max(4.0, 0.42 * len(names) + 2.0)
+    figure = Figure(figsize=(size + 1.0, size), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="share of true pixels" if normalize else "pixels")
+    ticks = np.arange(len(names))
+    axes.set_xticks(ticks, names, rotation=60, ha="right", rotation_mode="anchor")
+    axes.set_yticks(ticks, names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title("Confusion matrix (rows normalised)" if normalize else "Confusion matrix (pixels)")
+    if len(names) <= _MAX_ANNOTATED_CLASSES:
+        _annotate_cells(axes, values, percent=normalize)
+    return figure
+
+
+def plot_class_iou(ious, class_names=None):
+    """Per-class IoU bars, one colour per model, side by side.
+
+    `ious`: a mapping model name -> per-class IoUs, or a DataFrame with one column per model and
+    one row per class (its index gives the class names unless `class_names` is given). NaN (a
+    class absent from truth and prediction) draws no bar.
+    """
+    table = _iou_table(ious, class_names)
+    models, names = list(table.columns), list(table.index)
+    width = min(16.0, max(6.0, 0.25 * len(names) * max(len(models), 2) + 2.0))
+    figure = Figure(figsize=(width, 4.5), layout="constrained")
+    axes = figure.subplots()
+    width = 0.8 / len(models)
+    positions = np.arange(len(names))
+    for offset, model in enumerate(models):
+        shift = (offset - (len(models) - 1) / 2) * width
+        axes.bar(positions + shift, table[model].to_numpy(dtype=np.float64), width, label=model)
+    axes.set_xticks(positions, names, rotation=60, ha="right", rotation_mode="anchor")
+    axes.set_ylim(0.0, 1.0)
+    axes.set_ylabel("IoU")
+    axes.set_title("IoU per class")
+    axes.grid(axis="y", alpha=0.3)
+    if len(models) > 1:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: bars reach 1.0
+    return figure
+
+
+def _row_normalised(cm):
+    totals = cm.sum(axis=1, keepdims=True).astype(np.float64)
+    return np.divide(cm, totals, out=np.full(cm.shape, np.nan), where=totals > 0)
+
+
+def _annotate_cells(axes, values, percent):
+    fontsize = 8 if len(values) <= 10 else 6
+    brightest = np.nanmax(values) if np.any(np.isfinite(values)) else 1.0
+    for (row, column), cell in np.ndenumerate(values):
+        if np.isnan(cell):
+            continue
+        text = f"{100 * cell:.0f}" if percent else f"{cell:.0f}"
+        colour = "white" if cell > 0.6 * brightest else "black"
+        axes.text(column, row, text, ha="center", va="center", fontsize=fontsize, color=colour)
+
+
+def _iou_table(ious, class_names):
+    """A DataFrame with one column per model and one row per class, from a mapping or a frame."""
+    if isinstance(ious, pd.DataFrame):
+        table = ious.copy()
+    else:
+        columns = {str(model): np.asarray(values, dtype=np.float64).ravel() for model, values in dict(ious).items()}
+        lengths = {len(values) for values in columns.values()}
+        if len(lengths) > 1:
+            raise SegkitError(f"plot_class_iou got models with different class counts: {sorted(lengths)}")
+        table = pd.DataFrame(columns)
+    if table.shape[1] == 0 or table.shape[0] == 0:
+        raise SegkitError("plot_class_iou needs at least one model with at least one class")
+    if class_names is not None:
+        names = [str(name) for name in class_names]
+        if len(names) != table.shape[0]:
+            raise SegkitError(f"plot_class_iou got {len(names)} class names for {table.shape[0]} IoU values per model")
+        table.index = names
+    return table
