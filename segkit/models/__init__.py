@@ -3,13 +3,19 @@
 import inspect
 
 from segkit.errors import SegkitError
+from segkit.models.deeplabv3plus import build_deeplabv3plus
+from segkit.models.inference import predict, required_multiple, without_aux
+from segkit.models.pspnet import AUX_LOSS_WEIGHTS, build_pspnet
 from segkit.models.resnet import ENCODERS, resnet_encoder
+from segkit.models.stats import model_stats
 from segkit.models.unet import build_unet
 from segkit.models.weights import load_encoder_weights
 
-# name -> builder(input_shape, num_classes, encoder_depth=..., **options) returning a keras.Model of logits.
+# name -> builder(num_classes, input_shape=..., encoder="resnet34", **options) returning a keras.Model of logits.
 MODELS = {
     "unet": build_unet,
+    "pspnet": build_pspnet,
+    "deeplabv3plus": build_deeplabv3plus,
 }
 
 
@@ -33,11 +39,11 @@ def build(name, encoder="resnet34", *, num_classes, input_shape, encoder_weights
         raise SegkitError(f"num_classes must be a positive integer, got {num_classes!r}")
     input_shape = _checked_input_shape(input_shape)
     builder = MODELS[name]
-    accepted = set(inspect.signature(builder).parameters) - {"input_shape", "num_classes", "encoder_depth"}
+    accepted = set(inspect.signature(builder).parameters) - {"num_classes", "input_shape", "encoder"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise SegkitError(f"{name} has no option {', '.join(unknown)}; its options: {', '.join(sorted(accepted))}")
-    model = builder(input_shape, num_classes, encoder_depth=ENCODERS[encoder], **options)
+    model = builder(num_classes, input_shape=input_shape, encoder=encoder, **options)
     if encoder_weights is not None:
         load_encoder_weights(model, encoder_weights, encoder)
     return model
@@ -56,4 +62,15 @@ def _checked_input_shape(input_shape):
     return shape
 
 
-__all__ = ["MODELS", "available", "build", "load_encoder_weights", "resnet_encoder"]
+__all__ = [
+    "AUX_LOSS_WEIGHTS",
+    "MODELS",
+    "available",
+    "build",
+    "load_encoder_weights",
+    "model_stats",
+    "predict",
+    "required_multiple",
+    "resnet_encoder",
+    "without_aux",
+]

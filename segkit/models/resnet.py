@@ -29,7 +29,9 @@ def resnet_encoder(inputs, depth=34, output_stride=32, name_prefix=""):
     first BN+ReLU of the next stage, so stem..stage3 are exactly the U-Net skips of `segmentation_models`.
     With `output_stride=16` stage 4 is dilated 2 instead of strided (stage3 and stage4 both at stride 16);
     with `output_stride=8` stage 3 is dilated 2 and stage 4 dilated 4 (stage2..stage4 at stride 8).
-    Strides above always refer to output_stride 32.
+    Strides above refer to output_stride 32. A dilated encoder computes exactly the features of the
+    output-stride-32 one with the same weights, densely: `stage4` at output stride 16, sampled every
+    2nd pixel, equals `stage4` at output stride 32.
     """
     if depth not in STAGE_UNITS:
         raise SegkitError(f"ResNet depth {depth!r} is not supported; choose one of {sorted(STAGE_UNITS)}")
@@ -54,8 +56,12 @@ def resnet_encoder(inputs, depth=34, output_stride=32, name_prefix=""):
         for index in range(units):
             name = f"{name_prefix}stage{stage + 1}_unit{index + 1}_"
             first = index == 0
+            # The first unit's strided-in-the-original conv keeps the previous stage's dilation: with
+            # that, a dilated stage computes the undilated network's features densely (the "a trous"
+            # identity), so ImageNet weights mean the same thing at every output stride.
+            entry_dilation = dilations[max(stage - 1, 0)] if first else dilations[stage]
             x, activated_input = unit(
-                x, filters, strides[stage] if first else 1, dilations[stage], project=first, name=name
+                x, filters, strides[stage] if first else 1, (entry_dilation, dilations[stage]), first, name
             )
             if first and stage > 0:
                 features[f"stage{stage}"] = activated_input
@@ -63,23 +69,24 @@ def resnet_encoder(inputs, depth=34, output_stride=32, name_prefix=""):
     return features
 
 
-def _basic_unit(x, filters, strides, dilation, project, name):
-    """Two 3x3 convolutions; returns (output, BN+ReLU of the unit's input)."""
+def _basic_unit(x, filters, strides, dilations, project, name):
+    """Two 3x3 convolutions (dilated `dilations[0]`, `dilations[1]`); returns (output, BN+ReLU of the input)."""
     activated = _bn_relu(x, name + "bn1", name + "relu1")
     shortcut = _conv(activated, filters, 1, name + "sc", strides) if project else x
-    y = _conv(activated, filters, 3, name + "conv1", strides, dilation)
+    y = _conv(activated, filters, 3, name + "conv1", strides, dilations[0])
     y = _bn_relu(y, name + "bn2", name + "relu2")
-    y = _conv(y, filters, 3, name + "conv2", 1, dilation)
+    y = _conv(y, filters, 3, name + "conv2", 1, dilations[1])
     return layers.Add(name=name + "add")([y, shortcut]), activated
 
 
-def _bottleneck_unit(x, filters, strides, dilation, project, name):
-    """1x1 reduce, 3x3 (strided), 1x1 expand to 4x filters; returns (output, BN+ReLU of the unit's input)."""
+def _bottleneck_unit(x, filters, strides, dilations, project, name):
+    """1x1 reduce, 3x3 (strided, dilated `dilations[0]`), 1x1 expand to 4x filters;
+    returns (output, BN+ReLU of the unit's input)."""
     activated = _bn_relu(x, name + "bn1", name + "relu1")
     shortcut = _conv(activated, filters * 4, 1, name + "sc", strides) if project else x
     y = _conv(activated, filters, 1, name + "conv1")
     y = _bn_relu(y, name + "bn2", name + "relu2")
-    y = _conv(y, filters, 3, name + "conv2", strides, dilation)
+    y = _conv(y, filters, 3, name + "conv2", strides, dilations[0])
     y = _bn_relu(y, name + "bn3", name + "relu3")
     y = _conv(y, filters * 4, 1, name + "conv3")
     return layers.Add(name=name + "add")([y, shortcut]), activated

@@ -4,19 +4,20 @@ import keras
 from keras import layers
 
 from segkit.errors import SegkitError
-from segkit.models.resnet import resnet_encoder
+from segkit.models.resnet import ENCODERS, resnet_encoder
 
 DECODER_FILTERS = (256, 128, 64, 32, 16)
 # Five x2 upsamplings undo the encoder's stride 32; the skips are concatenated at strides 16, 8, 4 and 2.
 INPUT_MULTIPLE = 32
 
 
-def build_unet(input_shape, num_classes, encoder_depth=34, decoder_filters=DECODER_FILTERS):
+def build_unet(num_classes, input_shape=(None, None, 3), encoder="resnet34", decoder_filters=DECODER_FILTERS):
     """U-Net: ResNet encoder, then per decoder stage x2 nearest upsampling, skip concatenation and
     two 3x3 conv + BN + ReLU; a 3x3 classifier gives `(B, H, W, num_classes)` float32 logits.
 
-    Fixed spatial sides must be multiples of 32; `None` sides give a fully convolutional model that
-    takes any multiple of 32 (pad other sizes first).
+    `encoder` is one of `ENCODERS` ("resnet18", "resnet34", "resnet50"). Fixed spatial sides must be
+    multiples of 32; `None` sides give a fully convolutional model that takes any multiple of 32
+    (`segkit.models.predict` pads other sizes).
     """
     for side in input_shape[:2]:
         if side is not None and side % INPUT_MULTIPLE:
@@ -25,7 +26,7 @@ def build_unet(input_shape, num_classes, encoder_depth=34, decoder_filters=DECOD
                 f"{INPUT_MULTIPLE}; pad or resize the images to a multiple of {INPUT_MULTIPLE}"
             )
     inputs = keras.Input(input_shape, name="image")
-    features = resnet_encoder(inputs, depth=encoder_depth)
+    features = resnet_encoder(inputs, depth=ENCODERS[encoder])
     skips = [features["stage3"], features["stage2"], features["stage1"], features["stem"]]
 
     x = features["stage4"]
@@ -39,7 +40,7 @@ def build_unet(input_shape, num_classes, encoder_depth=34, decoder_filters=DECOD
     x = layers.Conv2D(num_classes, 3, padding="same", name="final_conv")(x)
     # float32 so that logits (and the losses on them) stay exact under mixed precision.
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
-    return keras.Model(inputs, logits, name=f"unet_resnet{encoder_depth}")
+    return keras.Model(inputs, logits, name=f"unet_{encoder}")
 
 
 def _conv_bn_relu(x, filters, name):
