@@ -74,4 +74,5 @@ def _add_legend(fig: Figure, label_sets, colors, class_names) -> None:
     present = [int(c) for c in present if c != IGNORE_INDEX]
     colors = np.asarray(colors, dtype=np.float32).reshape(-1, 3) / 255
     handles = [Patch(color=colors[c], label=class_names[c]) for c in present]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6) or 1, fontsize=7, frameon=False)
+    per_row = max(1, int(fig.get_figwidth() / 1.25))  # about 1.25 inch per entry at this font size
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), per_row) or 1, fontsize=7, frameon=False)
