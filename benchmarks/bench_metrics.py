@@ -1,0 +1,159 @@
+"""Benchmark: confusion-matrix accumulation against per-image numpy loops, and MeanIoU's cost in a training epoch.
+
+Run from the repository root:  python benchmarks/bench_metrics.py
+(`--quick` for a smoke run; set KERAS_BACKEND=jax to time the epoch part under JAX).
+"""
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+
+from segkit.losses import CrossEntropy  # noqa: E402
+from segkit.metrics import MeanIoU, confusion_matrix  # noqa: E402
+
+CLASSES = 19
+IGNORE = 255
+# Cityscapes-like class frequencies: road, building, vegetation, sky, car dominate; poles, signs, riders are rare.
+SHARES = np.array([33, 5.5, 20, 0.6, 0.8, 1.1, 0.2, 0.5, 14, 1, 3.6, 1.1, 0.1, 6.3, 0.3, 0.2, 0.2, 0.1, 0.4])
+
+
+def street_masks(count, height, width, seed):
+    """Blocky label maps with Cityscapes-like class shares, ~8% void, and predictions that are ~85% right."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.choice(CLASSES, size=(count, height // 16, width // 16), p=SHARES / SHARES.sum())
+    truth = coarse.repeat(16, axis=1).repeat(16, axis=2).astype(np.uint8)
+    truth[rng.random(truth.shape) < 0.08] = IGNORE
+    wrong = rng.random(truth.shape) < 0.15
+    pred = np.where(wrong, rng.integers(0, CLASSES, truth.shape), np.where(truth == IGNORE, 0, truth)).astype(np.uint8)
+    return truth, pred
+
+
+def segkit_per_image(truth, pred):
+    cm = np.zeros((CLASSES, CLASSES), np.int64)
+    for t, p in zip(truth, pred):
+        cm += confusion_matrix(t, p, CLASSES)
+    return cm
+
+
+def segkit_batches_of_16(truth, pred):
+    cm = np.zeros((CLASSES, CLASSES), np.int64)
+    for start in range(0, len(truth), 16):
+        cm += confusion_matrix(truth[start : start + 16], pred[start : start + 16], CLASSES)
+    return cm
+
+
+def add_at_per_image(truth, pred):
+    cm = np.zeros((CLASSES, CLASSES), np.int64)
+    for t, p in zip(truth, pred):
+        counted = t != IGNORE
+        np.add.at(cm, (t[counted], p[counted]), 1)
+    return cm
+
+
+def nested_class_loops(truth, pred):
+    cm = np.zeros((CLASSES, CLASSES), np.int64)
+    for t, p in zip(truth, pred):
+        for i in range(CLASSES):
+            is_i = t == i
+            for j in range(CLASSES):
+                cm[i, j] += np.count_nonzero(is_i & (p == j))
+    return cm
+
+
+def median_seconds(function, repeats, *args):
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function(*args)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def bench_confusion(count, repeats, subset):
+    truth, pred = street_masks(count, 256, 512, seed=0)
+    print(f"\n## Confusion matrix: {count} masks 256x512, {CLASSES} classes, {np.mean(truth == IGNORE):.1%} void; "
+          f"median of {repeats} runs")
+    rows = []
+    for label, function, masks in [
+        ("segkit.metrics.confusion_matrix, per image", segkit_per_image, count),
+        ("segkit.metrics.confusion_matrix, batches of 16", segkit_batches_of_16, count),
+        ("numpy np.add.at, per image", add_at_per_image, count),
+        (f"numpy nested class loops, per image ({subset} masks, x{count // subset})", nested_class_loops, subset),
+    ]:
+        seconds, cm = median_seconds(function, repeats, truth[:masks], pred[:masks])
+        np.testing.assert_array_equal(cm, segkit_per_image(truth[:masks], pred[:masks]))  # all methods agree
+        rows.append((label, seconds * count / masks))
+    base = rows[0][1]
+    print(f"{'method':<70} {f's / {count} masks':>14} {'vs segkit':>10}")
+    for label, seconds in rows:
+        print(f"{label:<70} {seconds:>14.3f} {seconds / base:>9.1f}x")
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def small_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((256, 512, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Conv2D(CLASSES, 1)(x))
+
+
+def bench_epoch(images, epochs):
+    truth, _ = street_masks(images, 256, 512, seed=1)
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 255, truth.shape + (3,)).astype("float32")
+    variants = {
+        "no metric": [],
+        "segkit MeanIoU(19)": [MeanIoU(CLASSES)],
+        "keras.metrics.MeanIoU(19, ignore_class=255)": [
+            keras.metrics.MeanIoU(CLASSES, sparse_y_pred=False, ignore_class=IGNORE)
+        ],
+    }
+    timers = {}
+    for label, metrics in variants.items():
+        model = small_model()
+        model.compile(optimizer="adam", loss=CrossEntropy(CLASSES), metrics=metrics)
+        timers[label] = EpochTimer()
+        model.fit(x, truth, batch_size=8, epochs=epochs + 1, verbose=0, callbacks=[timers[label]])
+    print(f"\n## Training epoch: {images} images 256x512, batch 8, 3-conv model, backend {keras.backend.backend()}; "
+          f"median of {epochs} epochs after a warm-up epoch")
+    base = statistics.median(timers["no metric"].seconds[1:])
+    print(f"{'metric':<50} {'s / epoch':>10} {'overhead':>9}")
+    for label, timer in timers.items():
+        seconds = statistics.median(timer.seconds[1:])
+        print(f"{label:<50} {seconds:>10.3f} {100 * (seconds / base - 1):>8.1f}%")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run: checks the script works")
+    args = parser.parse_args()
+    count, repeats, subset, images, epochs = (40, 1, 4, 8, 1) if args.quick else (500, 3, 20, 32, 3)
+    print(f"python {platform.python_version()}, numpy {np.__version__}, keras {keras.__version__}, {platform.machine()}")
+    bench_confusion(count, repeats, subset)
+    bench_epoch(images, epochs)
+    print(f"\nrerun: KERAS_BACKEND={keras.backend.backend()} python benchmarks/bench_metrics.py{' --quick' if args.quick else ''}")
+
+
+if __name__ == "__main__":
+    main()
