@@ -1,0 +1,58 @@
+"""Smoke parameters for the notebooks under nbval: small data, small images, one or two short epochs.
+
+Each notebook's first code cell reads its parameters from SEGKIT_NB_* environment variables (with
+defaults for a real run); the kernels nbval starts inherit this process's environment, so setting
+them here, before collection, turns every notebook into a CPU-sized smoke run. Values already set
+in the environment win (os.environ.setdefault).
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SEGKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+SYNTHETIC = REPO / "data" / "notebook-smoke-city"
+SYNTHETIC_COUNT = 48
+
+
+def _cityscapes_pairs() -> Path:
+    """The real pairs slice when this machine has it, else a small seeded synthetic city (written once)."""
+    real = SHARED_DATA / "cityscapes_pairs"
+    if real.is_dir():
+        return real
+    if len(list((SYNTHETIC / "train").glob("*.jpg"))) < SYNTHETIC_COUNT:
+        from segkit.data import write_synthetic
+
+        # train/ as in the real layout, so the notebooks find the composites in the same place.
+        write_synthetic(SYNTHETIC / "train", count=SYNTHETIC_COUNT, seed=0)
+    return SYNTHETIC
+
+
+_SMOKE = {
+    "KERAS_BACKEND": "tensorflow",
+    "SEGKIT_NB_SIZE": "128",  # both sides; the pairs are 256 x 256, CamVid 360 x 480 is resized to 128 x 160
+    "SEGKIT_NB_EPOCHS": "2",
+    "SEGKIT_NB_SUBSET": "48",  # images of the training data used (a validation share is held out of them)
+    "SEGKIT_NB_BATCH": "4",
+    "SEGKIT_NB_RUNS": str(REPO / "runs" / "notebooks-smoke"),
+    "SEGKIT_NB_CAMVID": str(SHARED_DATA / "camvid11"),
+}
+for _key, _value in _SMOKE.items():
+    os.environ.setdefault(_key, _value)
+# Kernels start in notebooks/; this lets them import segkit from the checkout without installing it.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+if "SEGKIT_NB_DATA" not in os.environ:
+    os.environ["SEGKIT_NB_DATA"] = str(_cityscapes_pairs())
+
+
+def pytest_collection_modifyitems(config, items):
+    """05_camvid needs CamVid; without it (no ../shared/data, nothing downloaded) its cells are skipped, saying why."""
+    camvid = Path(os.environ["SEGKIT_NB_CAMVID"])
+    if (camvid / "train").is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"CamVid not found at {camvid} (set SEGKIT_NB_CAMVID or run segkit data download camvid)")
+    for item in items:
+        if Path(str(item.fspath)).name == "05_camvid.ipynb":
+            item.add_marker(skip)
