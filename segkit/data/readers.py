@@ -114,7 +114,7 @@ def read_index_mask(path: Path) -> np.ndarray:
 # Colours to class indices
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def _nearest_color_lut(colors: tuple[tuple[int, int, int], ...], max_distance: float) -> np.ndarray:
     """Index of the nearest colour for every colour on a 128^3 grid (bins of 2 levels), 255 where none is near.
 
