@@ -173,6 +173,18 @@ def _fit_orders(seed):
     return recorder.orders
 
 
+def test_color_jitter_keeps_greys_grey_and_their_order():
+    """Brightness, contrast and saturation change grey levels monotonically and never tint a grey."""
+    ramp = np.linspace(0, 255, 32 * 32).reshape(1, 32, 32, 1).round().astype(np.uint8)
+    images = np.repeat(np.repeat(ramp, 3, axis=-1), 8, axis=0)
+    masks = np.zeros((8, 32, 32), np.uint8)
+    augment = Augment(hflip=0.0, scale=(1.0, 1.0), color_jitter=0.4)
+    x, _ = _epoch(make_loader(images, masks, np.arange(8), 8, augment=augment, shuffle=False))
+    assert np.abs(x[..., 0] - x[..., 1]).max() <= 1 and np.abs(x[..., 1] - x[..., 2]).max() <= 1
+    assert np.all(np.diff(x[..., 0].reshape(8, -1), axis=1) >= 0)
+    assert len({float(v) for v in x[:, 16, 16, 0]}) > 4  # each item gets its own factors
+
+
 def test_fit_reshuffles_every_epoch_reproducibly():
     orders = _fit_orders(seed=0)
     assert all(sorted(order) == list(range(8)) for order in orders)

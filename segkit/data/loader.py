@@ -51,16 +51,15 @@ class Augment:
         return tuple(self.crop) if self.crop is not None else (height, width)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Returns the augmented image (float32, 0..255) and mask (uint8)."""
+        """Augments a uint8 (H, W, 3) image and (H, W) mask; returns the image as float32 0..255, the mask uint8."""
         out_h, out_w = self.output_size(*mask.shape)
         warp = self._random_warp(mask.shape, (out_h, out_w), rng)
         image = cv2.warpAffine(image, warp, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         mask = cv2.warpAffine(mask, warp, (out_w, out_h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
                               borderValue=IGNORE_INDEX)
-        image = image.astype(np.float32)
         if self.color_jitter > 0:
-            image = self._jitter_colors(image, rng)
-        return image, mask
+            image = cv2.transform(image, self._random_color_matrix(image, rng))  # saturates to 0..255
+        return image.astype(np.float32), mask
 
     def _random_warp(self, in_shape, out_shape, rng: np.random.Generator) -> np.ndarray:
         """Source-to-output affine matrix: zoom by s about pixel centres, random crop/pad offset, maybe mirror."""
@@ -77,12 +76,18 @@ class Augment:
             return np.array([[-s, 0, out_w - 1 - tx], [0, s, ty]], np.float64)
         return np.array([[s, 0, tx], [0, s, ty]], np.float64)
 
-    def _jitter_colors(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _random_color_matrix(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Saturation, then contrast about the mean grey, then brightness: all linear, so one 3x4 matrix.
+
+        saturation: x -> g + s (x - g) with g = luma(x); contrast: x -> m + c (x - m); brightness: x -> b x.
+        """
         brightness, contrast, saturation = rng.uniform(1 - self.color_jitter, 1 + self.color_jitter, 3)
-        gray = image @ np.array([0.299, 0.587, 0.114], np.float32)
-        image = gray[..., None] + saturation * (image - gray[..., None])
-        image = gray.mean() + contrast * (image - gray.mean())
-        return np.clip(image * brightness, 0, 255, out=image)
+        luma = np.array([0.299, 0.587, 0.114])
+        mean_grey = float(np.dot(cv2.mean(image)[:3], luma))
+        saturate = saturation * np.eye(3) + (1 - saturation) * np.outer(np.ones(3), luma)
+        linear = brightness * contrast * saturate
+        offset = brightness * (1 - contrast) * mean_grey * np.ones((3, 1))
+        return np.hstack([linear, offset])
 
 
 class SegmentationBatches(keras.utils.PyDataset):

@@ -349,12 +349,11 @@ def _render(c: _Canvas) -> np.ndarray:
     h, w, rng = c.h, c.w, c.rng
     low = cv2.resize(rng.standard_normal((max(2, h // 24), max(2, w // 24)), np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     grain = rng.standard_normal((h, w), np.float32)
-    gain = 1.0 + _SHADING[c.mask] * low
-    photo = c.albedo.astype(np.float32) * gain[..., None]
-    photo += (_GRAIN[c.mask] * grain)[..., None]
-    photo *= rng.uniform(0.75, 1.15)  # exposure
-    photo = cv2.GaussianBlur(photo, (3, 3), 0.6)
-    return np.clip(photo, 0, 255).astype(np.uint8)
+    exposure = np.float32(rng.uniform(0.75, 1.15))
+    gain = (1.0 + cv2.LUT(c.mask, _SHADING) * low) * exposure
+    offset = cv2.LUT(c.mask, _GRAIN) * grain * exposure
+    photo = c.albedo * gain[..., None] + offset[..., None]
+    return cv2.GaussianBlur(np.clip(photo, 0, 255, out=photo).astype(np.uint8), (3, 3), 0.6)
 
 
 def synthetic_scene(index: int, seed: int = 0, size: tuple[int, int] = (256, 256)) -> tuple[np.ndarray, np.ndarray]:
