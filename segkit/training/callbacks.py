@@ -14,6 +14,8 @@ import pandas as pd
 
 from segkit.training import runs
 
+MONITOR = "val_miou"  # best.keras is the model with the highest validation mIoU
+
 
 class NonFiniteLoss(Exception):
     """Raised by train() after fit returns when the recorder stopped on a NaN or infinite loss."""
@@ -49,7 +51,7 @@ class RunRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
             return  # nothing from this epoch is saved: the last good checkpoint stays the committed one
         seconds = time.perf_counter() - self._epoch_start
-        row = {"epoch": epoch + 1, **_scalars(logs), "learning_rate": _learning_rate(self.model), "seconds": seconds}
+        row = {"epoch": epoch + 1, **_canonical(_scalars(logs)), "learning_rate": _learning_rate(self.model), "seconds": seconds}
         self._commit(row)
         if self.max_seconds is not None and self._seconds_before + self._elapsed() + seconds > self.max_seconds:
             print(f"time budget of {self.max_seconds / 60:.1f} min reached after epoch {epoch + 1}: stopping")
@@ -58,8 +60,7 @@ class RunRecorder(keras.callbacks.Callback):
     def _commit(self, row: dict) -> None:
         state = self.state
         epoch = row["epoch"]
-        monitor = monitored_key(row)
-        improved = state["best_miou"] is None or row[monitor] > state["best_miou"]
+        improved = state["best_miou"] is None or row[MONITOR] > state["best_miou"]
         if improved:
             with runs.atomic_path(self.run.file(runs.BEST)) as tmp:
                 self.inference_model.save(tmp)
@@ -72,7 +73,7 @@ class RunRecorder(keras.callbacks.Callback):
             "epoch": epoch,
             "checkpoint": checkpoint,
             "history": history,
-            "best_miou": row[monitor] if improved else state["best_miou"],
+            "best_miou": row[MONITOR] if improved else state["best_miou"],
             "best_epoch": epoch if improved else state["best_epoch"],
             "train_seconds": self._seconds_before + self._elapsed(),
             "status": "training",
@@ -86,12 +87,9 @@ class RunRecorder(keras.callbacks.Callback):
         return time.perf_counter() - self._session_start
 
 
-def monitored_key(row: dict) -> str:
-    """The validation mIoU among the logged values ('val_miou', or 'val_logits_miou' for multi-output models)."""
-    keys = [k for k in row if k.startswith("val_") and k.endswith("miou")]
-    if not keys:
-        raise KeyError(f"no validation mIoU among the logged values {sorted(row)}")
-    return min(keys, key=len)
+def _canonical(logs: dict) -> dict:
+    """Multi-output models log 'logits_miou'; history always says 'miou' (and 'val_miou') for the main output."""
+    return {k.replace("logits_miou", "miou"): v for k, v in logs.items()}
 
 
 def _scalars(logs) -> dict:

@@ -48,7 +48,7 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     figures = {
         "class_iou.png": viz.plot_class_iou({e["name"]: per_class[e["name"]].to_numpy() for e in entries}, classes),
         "learning_curves.png": viz.plot_learning_curves({e["name"]: e["history"] for e in entries}),
-        "qualitative.png": report.prediction_grid(split, colors, {e["name"]: e["model"] for e in entries}),
+        "qualitative.png": viz.comparison_grid(*report.predicted_samples(split, {e["name"]: e["model"] for e in entries}), colors),
     }
     for entry in entries:
         cm = np.asarray(entry["metrics"]["confusion_matrix"], dtype=np.int64)

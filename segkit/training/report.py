@@ -35,18 +35,20 @@ def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
     runs.write_text(run.file(runs.PER_CLASS), table.to_csv(float_format="%.6f"))
     save_figure(viz.plot_learning_curves(pd.DataFrame(state["history"]), title=run.path.name), run.figure_path("learning_curves.png"))
     save_figure(viz.plot_confusion(cm, data.classes), run.figure_path("confusion.png"))
-    save_figure(prediction_grid(val, data.colors, {"prediction": model}), run.figure_path("val_predictions.png"))
+    images, truth, predicted = predicted_samples(val, {"prediction": model})
+    grid = viz.sample_grid(images, truth, data.colors, data.classes, predictions=predicted["prediction"])
+    save_figure(grid, run.figure_path("val_predictions.png"))
     print(summary(run, result, table))
     return result
 
 
-def prediction_grid(split, colors, models_by_name: dict, count: int = GRID_ITEMS):
-    """Image | truth | each model's prediction for the first `count` items of a split."""
+def predicted_samples(split, models_by_name: dict, count: int = GRID_ITEMS):
+    """(images, truth, {name: predicted classes}) for the first `count` items of a split."""
     chosen = np.sort(split.indices[:count])
     images = np.asarray(split.dataset.images[chosen])
     truth = np.asarray(split.dataset.masks[chosen])
     predictions = {name: models.predict(net, images).argmax(-1).astype(np.uint8) for name, net in models_by_name.items()}
-    return viz.sample_grid(images, {"truth": truth, **predictions}, colors)
+    return images, truth, predictions
 
 
 def summary(run: runs.Run, result: dict, table: pd.DataFrame) -> str:
@@ -63,5 +65,5 @@ def summary(run: runs.Run, result: dict, table: pd.DataFrame) -> str:
 
 def save_figure(fig, path) -> None:
     with runs.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)  # a no-op for bare Figures; frees pyplot-managed ones

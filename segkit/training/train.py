@@ -54,6 +54,8 @@ def _fit(cfg, run, state, data, verbose) -> None:
     train_cfg = cfg["train"]
     runs.write_json(run.file(runs.DATASET), data.describe())
     train_loader = _loader(cfg, data.train, shuffle=True)
+    for _ in range(state["epoch"]):  # replay finished epochs' shuffles: a resumed run sees the batches an uninterrupted one would
+        train_loader.on_epoch_end()
     val_loader = _loader(cfg, data.val, shuffle=False)
     steps = len(train_loader) if train_cfg["steps_per_epoch"] is None else min(len(train_loader), train_cfg["steps_per_epoch"])
     with distribution.scope(train_cfg["distribution"]) as replicas:
@@ -73,6 +75,7 @@ def _fit(cfg, run, state, data, verbose) -> None:
             initial_epoch=state["epoch"],
             steps_per_epoch=train_cfg["steps_per_epoch"],
             callbacks=[recorder, *_tensorboard(run)],
+            shuffle=False,  # the loader shuffles from (seed, epoch); Keras' own batch shuffle would not survive a resume
             verbose=verbose,
         )
     if recorder.non_finite_at is not None:

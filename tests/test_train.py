@@ -1,0 +1,234 @@
+"""segkit.train: run folder contents, metrics from the saved model, resume after a kill, NaN stop, bad input."""
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+import segkit
+from segkit import data
+from segkit.errors import SegkitError
+from segkit.training import runs
+from segkit.training import train as train_module
+from training_support import brute_force_iou, predict_classes, prepared_synthetic, tiny_config, tiny_model
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return prepared_synthetic(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    monkeypatch.setattr(train_module, "build_model", tiny_model)
+
+
+def _train(config, runs_dir, **kwargs):
+    return segkit.train(config, runs_dir=runs_dir, verbose=0, **kwargs)
+
+
+def test_run_folder_holds_history_checkpoints_and_metrics_of_the_best_model(dataset, stand_in, tmp_path):
+    run = _train(tiny_config(dataset, train={"epochs": 3}), tmp_path)
+    assert run.path.parent == tmp_path and run.path.name.startswith("tiny-")
+    names = {p.name for p in run.path.iterdir()}
+    assert {"config.yaml", "state.json", "dataset.json", "best.keras", "last-0003.keras", "history.csv",
+            "metrics.json", "per_class.csv", "figures"} <= names
+    assert not [n for n in names if n.startswith(".") or (n.startswith("last-") and n != "last-0003.keras")]
+    assert run.config["train"]["epochs"] == 3 and run.config["data"]["path"] == str(dataset)
+    for figure in ("learning_curves.png", "confusion.png", "val_predictions.png"):
+        assert (run.path / "figures" / figure).stat().st_size > 1000
+
+    history = pd.read_csv(run.path / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert np.isfinite(history[["loss", "val_loss", "miou", "val_miou"]].to_numpy()).all()
+    best_epoch = int(history["val_miou"].idxmax()) + 1
+
+    # metrics.json is best.keras evaluated on the validation items: recompute it by brute force.
+    prepared = data.load_prepared(dataset)
+    val_idx = np.asarray(run.dataset["val"]["indices"])
+    _, expected_val = data.holdout_split(len(prepared.images), 4, seed=0)
+    np.testing.assert_array_equal(val_idx, expected_val)
+    best = keras.saving.load_model(run.path / "best.keras")
+    pred = predict_classes(best, np.asarray(prepared.images[val_idx]))
+    truth = np.asarray(prepared.masks[val_idx])
+    iou, miou = brute_force_iou(truth, pred, prepared.num_classes)
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert metrics["miou"] == pytest.approx(miou, abs=1e-12)
+    assert metrics["pixel_accuracy"] == pytest.approx(np.mean(pred[truth != 255] == truth[truth != 255]), abs=1e-12)
+    per_class = [np.nan if v is None else v for v in metrics["per_class_iou"].values()]
+    np.testing.assert_allclose(per_class, iou, atol=1e-12)
+    assert metrics["best_epoch"] == best_epoch
+    # ...and it is the model Keras' streaming metric scored best during training.
+    assert metrics["miou"] == pytest.approx(history["val_miou"].max(), abs=1e-5)
+    table = pd.read_csv(run.path / "per_class.csv", index_col=0)
+    np.testing.assert_allclose(table["IoU"].iloc[:-1].to_numpy(), iou, atol=1e-6)
+
+
+def test_same_config_and_seed_give_the_same_metrics(dataset, stand_in, tmp_path):
+    config = tiny_config(dataset, augment={"enabled": True})
+    first = _train(config, tmp_path / "a")
+    second = _train(config, tmp_path / "b")
+    pd.testing.assert_frame_equal(pd.read_csv(first.path / "history.csv").drop(columns="seconds"),
+                                  pd.read_csv(second.path / "history.csv").drop(columns="seconds"))
+    assert first.metrics["miou"] == second.metrics["miou"]
+    other = _train(tiny_config(dataset, augment={"enabled": True}, train={"seed": 1}), tmp_path / "c")
+    assert other.metrics["miou"] != first.metrics["miou"]
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: raised between writing a checkpoint and committing it."""
+
+
+def test_a_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, stand_in, tmp_path, monkeypatch):
+    config = tiny_config(dataset, train={"epochs": 3}, optimizer={"schedule": "poly", "name": "sgd", "learning_rate": 0.05})
+    whole = _train(config, tmp_path / "whole")
+
+    real_write_state = runs.Run.write_state
+
+    def write_state_or_die(self, state):
+        if state["epoch"] == 3:
+            raise _Killed
+        real_write_state(self, state)
+
+    monkeypatch.setattr(runs.Run, "write_state", write_state_or_die)
+    with pytest.raises(_Killed):
+        _train(config, tmp_path / "killed")
+    monkeypatch.setattr(runs.Run, "write_state", real_write_state)
+    (killed,) = (tmp_path / "killed").iterdir()
+    state = json.loads((killed / "state.json").read_text())
+    assert state["epoch"] == 2 and state["checkpoint"] == "last-0002.keras"
+    assert (killed / "last-0002.keras").is_file()
+    assert len(pd.read_csv(killed / "history.csv")) == 2
+
+    resumed = _train(None, None, resume=killed)
+    assert resumed.path == killed
+    assert sorted(p.name for p in killed.glob("last-*.keras")) == ["last-0003.keras"]  # the uncommitted one is gone
+    a, b = (pd.read_csv(r.path / "history.csv").drop(columns="seconds") for r in (whole, resumed))
+    pd.testing.assert_frame_equal(a, b, atol=1e-5)
+    # poly schedule continued from the restored step count: lr = 0.05 * (1 - step / total) ** 0.9 at each epoch's end
+    steps = 3  # 12 training items, batch 4
+    expected = [0.05 * (1 - min(e * steps, 9) / 9) ** 0.9 for e in (1, 2, 3)]
+    np.testing.assert_allclose(b["learning_rate"], expected, atol=1e-7)
+    for x, y in zip(*(keras.saving.load_model(r.path / "last-0003.keras").get_weights() for r in (whole, resumed))):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    with pytest.raises(SegkitError, match="already finished"):
+        _train(None, None, resume=killed)
+
+
+@keras.saving.register_keras_serializable(package="segkit_tests")
+class PoisonAfter(keras.layers.Layer):
+    """Identity until it has run `steps` training steps, then NaN: a loss that blows up mid-run."""
+
+    def __init__(self, steps, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = steps
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
+
+    def call(self, x, training=False):
+        if training:
+            self.count.assign_add(1.0)
+        # Added, not multiplied: a where() over x * nan would already poison the gradients of good steps.
+        return x + keras.ops.where(self.count > self.steps, np.nan, 0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps}
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(dataset, tmp_path, monkeypatch):
+    def poisoned(cfg, num_classes, image_size):
+        base = tiny_model(cfg, num_classes, image_size)
+        return keras.Model(base.input, PoisonAfter(4)(base.output))  # epoch 1 has 3 steps; step 2 of epoch 2 is NaN
+
+    monkeypatch.setattr(train_module, "build_model", poisoned)
+    with pytest.raises(SegkitError, match=r"NaN or infinite at epoch 2, step 2.*last good checkpoint \(epoch 1\)"):
+        _train(tiny_config(dataset, train={"epochs": 4}), tmp_path)
+    (run_dir,) = tmp_path.iterdir()
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["epoch"] == 1 and state["status"] == "stopped: non-finite loss"
+    assert sorted(p.name for p in run_dir.glob("last-*.keras")) == ["last-0001.keras"]
+    assert not (run_dir / "metrics.json").exists()
+    weights = keras.saving.load_model(run_dir / "last-0001.keras").get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
+
+
+def tiny_aux_model(cfg, num_classes, image_size):
+    """Stand-in for PSPNet with aux_head=True: outputs {"logits", "aux_logits"}."""
+    base = tiny_model(cfg, num_classes, image_size)
+    aux = keras.layers.Conv2D(num_classes, 1, name="aux")(base.layers[-2].output)
+    return keras.Model(base.input, {"logits": base.output, "aux_logits": aux})
+
+
+def test_aux_head_is_weighted_0_4_and_best_keras_is_the_inference_model(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "build_model", tiny_aux_model)
+    run = _train(tiny_config(dataset, model={"name": "pspnet", "aux_head": True}), tmp_path)
+    history = pd.read_csv(run.path / "history.csv")
+    assert {"logits_loss", "aux_logits_loss", "miou", "val_miou"} <= set(history.columns)
+    # total loss = main + 0.4 * aux (Keras logs running means over the same steps)
+    np.testing.assert_allclose(history["loss"], history["logits_loss"] + 0.4 * history["aux_logits_loss"], rtol=1e-4)
+    best = keras.saving.load_model(run.path / "best.keras")
+    assert not isinstance(best.output, dict) and best.output.shape[-1] == 19
+    assert run.metrics["miou"] == pytest.approx(history["val_miou"].max(), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one-line SegkitError, nothing created or overwritten
+
+
+def test_dataset_path_that_does_not_exist(tmp_path):
+    with pytest.raises(SegkitError, match="does-not-exist does not exist"):
+        _train(tiny_config(tmp_path / "does-not-exist"), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_raw_folder_without_format_says_what_to_give(tmp_path):
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(SegkitError, match="not a prepared dataset.*cityscapes-pairs"):
+        _train(tiny_config(tmp_path / "raw"), tmp_path / "runs")
+
+
+def test_validation_data_with_other_classes(dataset, tmp_path_factory, tmp_path):
+    other = prepared_synthetic(tmp_path_factory.mktemp("all"), count=6, classes="all")
+    config = tiny_config(dataset, data={"val_path": str(other)})
+    with pytest.raises(SegkitError, match="classes"):
+        _train(config, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_prepared_size_differs_from_config_size(dataset, tmp_path):
+    with pytest.raises(SegkitError, match="data.size is 64x64 but the prepared dataset .* is 32x32"):
+        _train(tiny_config(dataset, data={"size": [64, 64]}), tmp_path)
+
+
+def test_misspelt_key_and_unknown_optimizer(dataset, tmp_path):
+    with pytest.raises(SegkitError, match=r"'train.epoch'.*did you mean 'train.epochs'"):
+        _train(tiny_config(dataset), tmp_path, overrides={"train.epoch": 3})
+    with pytest.raises(SegkitError, match="valid: adam, adamw, sgd"):
+        _train(tiny_config(dataset), tmp_path, overrides=["optimizer.name=rmsprop"])
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(SegkitError, match="is not a segkit run folder"):
+        _train(None, None, resume=tmp_path / "notes")
+    with pytest.raises(SegkitError, match="does not exist"):
+        _train(None, None, resume=tmp_path / "missing")
+
+
+def test_resume_with_a_foreign_checkpoint_fails_and_leaves_the_run_as_it_was(dataset, stand_in, tmp_path):
+    run = _train(tiny_config(dataset, train={"epochs": 2}), tmp_path)
+    state = json.loads((run.path / "state.json").read_text())
+    run.write_state({**state, "status": "training", "epoch": 1})
+    before = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+    (run.path / "last-0002.keras").write_bytes(b"not a keras file")
+    before["last-0002.keras"] = b"not a keras file"
+    with pytest.raises(SegkitError, match="last-0002.keras cannot be loaded"):
+        _train(None, None, resume=run.path)
+    after = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_resume_refuses_new_settings(dataset, tmp_path):
+    with pytest.raises(SegkitError, match="not both"):
+        _train(tiny_config(dataset), tmp_path, resume=tmp_path)
