@@ -213,7 +213,7 @@ def test_real_pairs_prepare(shared_data, tmp_path):
         (subset / path.name).symlink_to(path)
     manifest = prepare("cityscapes-pairs", subset, tmp_path / "cache", size=(128, 128))
     data = load_prepared(tmp_path / "cache")
-    assert data.images.shape == (8, 128, 128, 3) and data.num_classes == 19
+    assert data.images.shape == (8, 128, 128, 3) and data.num_classes == 19 and manifest["split"] is None
     reader = open_reader("cityscapes-pairs", subset)
     _, mask = reader.read(reader.names[2])
     np.testing.assert_array_equal(data.masks[2], mask[::2, ::2])

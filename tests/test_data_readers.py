@@ -154,7 +154,8 @@ def test_pairs_jpeg_still_maps_within_threshold(tmp_path):
 def test_pairs_split_folder_is_used_when_present(tmp_path):
     write_pairs(tmp_path / "train", count=2)
     write_pairs(tmp_path / "val", count=1)
-    assert len(open_reader("cityscapes-pairs", tmp_path)) == 2
+    default = open_reader("cityscapes-pairs", tmp_path)
+    assert len(default) == 2 and default.split == "train"
     assert len(open_reader("cityscapes-pairs", tmp_path, split="val")) == 1
     with pytest.raises(SegkitError, match="test"):
         open_reader("cityscapes-pairs", tmp_path, split="test")

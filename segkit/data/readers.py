@@ -22,7 +22,6 @@ from segkit.data.palette import (
     TRAIN_CLASS_COLORS,
     TRAIN_CLASS_NAMES,
     distinct_cityscapes_colors,
-    label_id_to_train_id,
 )
 from segkit.errors import SegkitError
 
@@ -271,6 +270,7 @@ def _open_cityscapes_pairs(src: Path, classes: str, split: str | None) -> Reader
     """JPEG composites, photo left and colour label right, in the official Cityscapes palette."""
     _check_classes_mode(classes, "cityscapes-pairs")
     root = _split_root(src, split)
+    split = root.name if root != src else None
     files = _by_name(root.iterdir())
     if not files:
         raise SegkitError(f"{root}: no .jpg/.png composites found")
@@ -451,6 +451,7 @@ def _open_folder(src: Path, classes: str, split: str | None) -> Reader:
     classes present and renumbered) or the path of a classes file elsewhere.
     """
     root = _split_root(src, split) if split else _require_dir(src, "dataset source")
+    split = root.name if root != src else None
     classes_path = root / CLASSES_FILE if classes in ("train", "all") else Path(classes)
     table = read_classes_file(classes_path)
     image_dir = _require_dir(root / "images", "folder format images/")
