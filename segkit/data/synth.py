@@ -77,12 +77,11 @@ class _Street:
         rng, h, w = canvas.rng, canvas.h, canvas.w
         self.horizon = h * rng.uniform(0.36, 0.52)
         self.vx = w * rng.uniform(0.3, 0.7)
-        depth = h - self.horizon
+        self.depth = h - self.horizon
         # Half-widths at the bottom row, as multiples of the depth below the horizon.
         self.road_left, self.road_right = rng.uniform(0.5, 1.1), rng.uniform(0.5, 1.1)
         self.outer_left = self.road_left + rng.uniform(0.4, 1.4)
         self.outer_right = self.road_right + rng.uniform(0.4, 1.4)
-        self.depth = depth
 
     def x_at(self, y, spread):
         """x of the line through the vanishing point with bottom-row offset `spread` (negative: left)."""
@@ -216,28 +215,28 @@ def _draw_park(c: _Canvas, street: _Street, side: int, far_edge: float, image_ed
 
 def _draw_barrier(c: _Canvas, street: _Street, side: int, far_edge: float, image_edge: float) -> None:
     """A low wall or fence along the sidewalk's outer edge."""
-    outer = street.outer_right if side > 0 else street.outer_left
     rise = c.rng.uniform(0.1, 0.3)
-    xs = (far_edge, image_edge)
-    bottoms = [street.horizon + abs(x - street.vx) / outer for x in xs]
-    tops = [street.horizon + abs(x - street.vx) * (1 / outer - rise) for x in xs]
-    pts = [(xs[0], tops[0]), (xs[1], tops[1]), (xs[1], bottoms[1]), (xs[0], bottoms[0])]
+
+    def rows_at(x):
+        """(top, bottom) rows of the barrier at column x."""
+        dist, bottom = _facade_lines(street, side, x)
+        return bottom - rise * dist, bottom
+
+    xa, xb = far_edge, image_edge
+    (top_a, bottom_a), (top_b, bottom_b) = rows_at(xa), rows_at(xb)
     if c.rng.random() < 0.5:
-        c.poly(pts, WALL, c.jitter((150, 140, 125), 20))
+        c.poly([(xa, top_a), (xb, top_b), (xb, bottom_b), (xa, bottom_a)], WALL, c.jitter((150, 140, 125), 20))
         return
-    # Fence: posts and rails, gaps show what is behind.
+    # Fence: posts and two rails; the gaps show what is behind.
     color = c.jitter((110, 100, 90), 20)
-    n_posts = int(c.rng.integers(5, 14))
-    for t in np.linspace(0, 1, n_posts):
-        x = xs[0] + (xs[1] - xs[0]) * t
-        b, tp = street.horizon + abs(x - street.vx) / outer, street.horizon + abs(x - street.vx) * (1 / outer - rise)
-        w = 0.6 + 0.02 * abs(x - street.vx)
-        c.rect(x - w, tp, x + w, b, FENCE, color)
+    for x in np.linspace(xa, xb, int(c.rng.integers(5, 14))):
+        top, bottom = rows_at(x)
+        half = 0.6 + 0.02 * abs(x - street.vx)
+        c.rect(x - half, top, x + half, bottom, FENCE, color)
     for frac in (0.15, 0.85):
-        ya = [tops[i] + (bottoms[i] - tops[i]) * frac for i in range(2)]
-        thick = [0.6 + 0.03 * (bottoms[i] - street.horizon) for i in range(2)]
-        c.poly([(xs[0], ya[0] - thick[0]), (xs[1], ya[1] - thick[1]), (xs[1], ya[1] + thick[1]), (xs[0], ya[0] + thick[0])],
-               FENCE, color)
+        ya, yb = top_a + (bottom_a - top_a) * frac, top_b + (bottom_b - top_b) * frac
+        ta, tb = 0.6 + 0.03 * (bottom_a - street.horizon), 0.6 + 0.03 * (bottom_b - street.horizon)
+        c.poly([(xa, ya - ta), (xb, yb - tb), (xb, yb + tb), (xa, ya + ta)], FENCE, color)
 
 
 def _draw_car(c: _Canvas, street: _Street, x: float, y: float) -> None:
