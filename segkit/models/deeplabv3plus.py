@@ -8,18 +8,26 @@ stand in for the paper's separable ones, as in most ResNet ports.
 
 import keras
 
-from segkit.models.layers import ResizeToMatch, classifier_to_input_size, conv_bn_relu, encoder_features
+from segkit.models.layers import (
+    ResizeToMatch,
+    check_input_multiple,
+    classifier_to_input_size,
+    conv_bn_relu,
+    encoder_features,
+)
 
 ASPP_RATES = (6, 12, 18)
 ASPP_FILTERS = 256
 SKIP_FILTERS = 48
 DECODER_FILTERS = 256
+OUTPUT_STRIDE = 16
 
 
 def build_deeplabv3plus(num_classes, input_shape=(None, None, 3), encoder="resnet34", dropout=0.1):
     """DeepLabV3+ logits at input size; sides must be multiples of 16 (`predict` pads to that)."""
+    check_input_multiple(input_shape, OUTPUT_STRIDE, "DeepLabV3+")
     inputs = keras.Input(input_shape, name="image")
-    features = encoder_features(inputs, encoder, output_stride=16)
+    features = encoder_features(inputs, encoder, output_stride=OUTPUT_STRIDE)
     x = _aspp(features["stage4"], dropout)
     skip = conv_bn_relu(features["stage1"], SKIP_FILTERS, 1, name="decoder_skip")
     x = ResizeToMatch(name="decoder_upsample")([x, skip])

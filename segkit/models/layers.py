@@ -4,13 +4,11 @@ The custom layers use `keras.ops` only, are registered for `.keras` safe-mode lo
 work for static and unknown (None) spatial sizes.
 """
 
-import re
-
 import keras
 from keras import ops
 
 from segkit.errors import SegkitError
-from segkit.models.resnet import resnet_encoder
+from segkit.models.resnet import ENCODERS, resnet_encoder
 
 
 def _bin_weights(length, bins, dtype):
@@ -110,7 +108,16 @@ def classifier_to_input_size(x, inputs, num_classes, name):
 
 def encoder_features(inputs, encoder, output_stride):
     """Feature dict of the encoder named like "resnet34" (see `resnet_encoder`) at `output_stride`."""
-    match = re.fullmatch(r"resnet(\d+)", str(encoder))
-    if match is None:
-        raise SegkitError(f"encoder {encoder!r} is not supported; use resnet18, resnet34 or resnet50")
-    return resnet_encoder(inputs, depth=int(match.group(1)), output_stride=output_stride)
+    if encoder not in ENCODERS:
+        raise SegkitError(f"unknown encoder {encoder!r}; available: {', '.join(ENCODERS)}")
+    return resnet_encoder(inputs, depth=ENCODERS[encoder], output_stride=output_stride)
+
+
+def check_input_multiple(input_shape, multiple, model_name):
+    """Raises SegkitError when a fixed side of `input_shape` is not a multiple of `multiple`."""
+    for side in input_shape[:2]:
+        if side is not None and side % multiple:
+            raise SegkitError(
+                f"{model_name} input side {side} in input_shape {tuple(input_shape)} is not a multiple of "
+                f"{multiple}; build with sides that are, or with None sides and let segkit.models.predict pad"
+            )

@@ -14,6 +14,7 @@ import keras
 from segkit.models.layers import (
     AdaptiveAveragePooling2D,
     ResizeToMatch,
+    check_input_multiple,
     classifier_to_input_size,
     conv_bn_relu,
     encoder_features,
@@ -22,6 +23,7 @@ from segkit.models.layers import (
 PYRAMID_BINS = (1, 2, 3, 6)
 HEAD_FILTERS = 512
 AUX_FILTERS = 256
+OUTPUT_STRIDE = 8
 # Loss weights for a model built with aux_head=True (the paper's 0.4 for the stage-3 head).
 AUX_LOSS_WEIGHTS = {"logits": 1.0, "aux_logits": 0.4}
 
@@ -33,8 +35,9 @@ def build_pspnet(num_classes, input_shape=(None, None, 3), encoder="resnet34", a
     from a head on stage 3, for training with `loss_weights=AUX_LOSS_WEIGHTS`;
     `segkit.models.without_aux(model)` gives the single-output inference model.
     """
+    check_input_multiple(input_shape, OUTPUT_STRIDE, "PSPNet")
     inputs = keras.Input(input_shape, name="image")
-    features = encoder_features(inputs, encoder, output_stride=8)
+    features = encoder_features(inputs, encoder, output_stride=OUTPUT_STRIDE)
     x = _pyramid_pooling(features["stage4"])
     x = conv_bn_relu(x, HEAD_FILTERS, 3, name="psp_head")
     x = keras.layers.Dropout(dropout, name="psp_head_dropout")(x)
