@@ -33,6 +33,8 @@ def load_encoder_weights(model, source, encoder):
     an http(s) URL (md5-checked when its file name is a known release file) or a local h5 path.
     Downloads are cached in `$SEGKIT_CACHE`, else `~/.keras/models` (where segmentation_models keeps them).
     """
+    if encoder not in ENCODERS:
+        raise SegkitError(f"unknown encoder {encoder!r}; available: {', '.join(ENCODERS)}")
     path = weights_file(source, encoder)
     stored = read_h5_weights(path)
     expected = encoder_layer_names(ENCODERS[encoder])
