@@ -1,16 +1,14 @@
 """Dataset download: checksum, safe and atomic extraction. Only against an HTTP server on 127.0.0.1 started here."""
 
-import functools
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from conftest import serve_folder
 from segkit.data import download
 from segkit.errors import SegkitError
 
@@ -32,19 +30,8 @@ def served(http_root):
 @pytest.fixture(scope="module")
 def http_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("www")
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+    with serve_folder(root) as url:
+        yield root, url
 
 
 def _tar_gz(path: Path, files: dict[str, bytes], extra=()) -> Path:

@@ -1,15 +1,13 @@
 """ImageNet encoder weights: classification_models h5 files served offline from 127.0.0.1, loaded by name."""
 
-import functools
 import hashlib
-import http.server
-import threading
 
 import h5py
 import keras
 import numpy as np
 import pytest
 
+from conftest import serve_folder
 from segkit.errors import SegkitError
 from segkit.models import build, weights
 
@@ -56,19 +54,8 @@ def served(tmp_path_factory, reference_encoder):
     directory = tmp_path_factory.mktemp("served")
     write_keras2_weights(reference_encoder, directory / "random_resnet34.h5")
     write_keras2_weights(reference_encoder, directory / RELEASE_NAME)  # random, so not the release md5
-    handler = functools.partial(QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield directory, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+    with serve_folder(directory) as url:
+        yield directory, url + "/"
 
 
 @pytest.fixture
