@@ -33,7 +33,7 @@ def _data_download(args):
 def _quickstart(args):
     from segkit import quickstart
 
-    quickstart.run(args.out, count=args.count, seed=args.seed)
+    quickstart.run(args.out, count=args.count, seed=args.seed, epochs=args.epochs, train=not args.no_train)
 
 
 def _train(args):
@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--count", type=int, default=240, help="synthetic pairs to generate")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="epochs per model (default: the synthetic configs' value)")
+    p.add_argument("--no-train", action="store_true", help="only generate, prepare and draw the data")
     p.set_defaults(run=_quickstart)
     return parser
 

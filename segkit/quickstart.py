@@ -1,4 +1,5 @@
-"""The main job on built-in data: generate the synthetic city, prepare it, and draw a sample figure."""
+"""The main job on built-in data: generate the synthetic city, prepare it, draw a sample figure, then train
+U-Net-R34 and PSPNet-R34 briefly on it (CPU minutes) and write and print their comparison."""
 
 import os
 import shutil
@@ -10,8 +11,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from segkit import data
+from segkit.errors import SegkitError
 from segkit.viz import sample_grid
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+QUICKSTART_MODELS = ("unet-r34_synthetic_128x128.yaml", "pspnet-r34_synthetic_128x128.yaml")
 SAMPLE_ROWS = 4
 SAMPLE_DPI = 90
 
@@ -60,10 +64,32 @@ def _palette_image(rgb: np.ndarray, exact_colors: np.ndarray) -> Image.Image:
     return image.quantize(palette=palette, dither=Image.Dither.NONE)
 
 
-def run(out, count: int = 240, seed: int = 0) -> dict[str, Path]:
-    """Everything `segkit quickstart` does; returns the paths it wrote."""
+def train_and_compare(out, pairs, epochs: int | None = None) -> dict[str, Path]:
+    """Trains each model of QUICKSTART_MODELS on the synthetic `pairs` into `out/runs`, then compares them in `out/comparison`."""
+    import segkit  # the training API loads Keras: imported only when training starts
+
+    overrides = {"data.path": str(pairs), "data.cache": str(Path(out) / "cache")}
+    if epochs is not None:
+        overrides["train.epochs"] = epochs
+    run_dirs = []
+    for name in QUICKSTART_MODELS:
+        if not (CONFIGS / name).is_file():
+            raise SegkitError(f"config {CONFIGS / name} not found: run segkit quickstart from a checkout of the repository")
+        run_dirs.append(segkit.train(CONFIGS / name, overrides=overrides, runs_dir=Path(out) / "runs").path)
+    comparison = segkit.compare(run_dirs, out=Path(out) / "comparison")
+    return {"runs": run_dirs, "report": comparison["report"]}
+
+
+def run(out, count: int = 240, seed: int = 0, epochs: int | None = None, train: bool = False) -> dict[str, Path]:
+    """The data part of `segkit quickstart`; with train=True (as the command runs it) also the training and comparison.
+
+    Returns the paths it wrote.
+    """
     out = Path(out)
     cache = make_data(out, count, seed)
     samples = write_samples(data.load_prepared(cache), out / "samples.png", seed=seed)
     print(f"sample figure ({samples.stat().st_size // 1024} KiB) -> {samples}")
-    return {"synthetic": out / "synthetic", "prepared": cache, "samples": samples}
+    written = {"synthetic": out / "synthetic", "prepared": cache, "samples": samples}
+    if train:
+        written.update(train_and_compare(out, out / "synthetic", epochs))
+    return written

@@ -58,6 +58,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "encoder": Field("resnet34", _STR, "ResNet encoder", _encoder_names),
         "encoder_weights": Field(None, _STR, "'imagenet' or a path to resnetXX_imagenet_1000_no_top.h5", nullable=True),
         "aux_head": Field(False, _BOOL, "PSPNet auxiliary head on stage 3 (loss weight 0.4), dropped for inference"),
+        "bn_momentum": Field(None, _FLOAT, "momentum of every BatchNormalization layer (e.g. 0.9 so a short run's moving "
+                             "statistics catch up); null keeps the model's", nullable=True),
     },
     "data": {
         "path": Field(None, _STR, "a prepared dataset (folder with manifest.json) or a raw dataset folder with data.format"),

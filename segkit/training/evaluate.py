@@ -39,13 +39,28 @@ def num_classes_of(model) -> int:
     return int(keras.tree.flatten(model.output)[0].shape[-1])
 
 
+def window_for(model, size, window=None):
+    """Sliding-window tiles for images larger than a fixed-size model's input; None when padding suffices."""
+    if window is not None:
+        return tuple(window)
+    fixed = keras.tree.flatten(model.input)[0].shape[1:3]
+    if any(limit is not None and side > limit for side, limit in zip(size, fixed)):
+        return tuple(fixed)
+    return None
+
+
 def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=None) -> np.ndarray:
-    """The int64 confusion matrix of `model` over dataset items `indices` (any image size: segkit.models.predict pads)."""
+    """The int64 confusion matrix of `model` over dataset items `indices`, images of any size.
+
+    Smaller images are padded to the model's input and cropped back (segkit.models.predict); larger ones
+    are predicted in overlapping tiles of the model's input size.
+    """
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     order = np.sort(np.asarray(indices))  # sorted reads are sequential on a memory-mapped cache
+    window = window_for(model, images.shape[1:3])
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        probs = models.predict(model, np.asarray(images[chunk]), tta=tta, batch_size=batch_size)
+        probs = models.predict(model, np.asarray(images[chunk]), tta=tta, window=window, batch_size=batch_size)
         cm += metrics.confusion_matrix(np.asarray(masks[chunk]), probs.argmax(-1), num_classes)
     return cm
 

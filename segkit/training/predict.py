@@ -17,8 +17,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 def predict(model, inputs, *, out, tta=None, window=None) -> list[Path]:
     """Writes `<stem>_mask.png` (class colours) and `<stem>_overlay.png` per image into `out`; returns the paths.
 
-    model: a run folder or .keras file. inputs: image files and/or folders of images (any size;
-    segkit.models.predict pads to the model's stride and crops back). window: (h, w) tiles for large images.
+    model: a run folder or .keras file. inputs: image files and/or folders of images of any size: smaller
+    than the model's input they are padded and cropped back, larger they are predicted in overlapping tiles
+    of the model's input size (or of `window` (h, w) when given).
     """
     net, run = evaluate.load_model(model)
     colors = class_colors(run, evaluate.num_classes_of(net))
@@ -28,7 +29,8 @@ def predict(model, inputs, *, out, tta=None, window=None) -> list[Path]:
     written = []
     for path in paths:
         image = read_image(path)
-        mask = models.predict(net, image, tta=tta, window=window).argmax(-1).astype(np.uint8)
+        tiles = evaluate.window_for(net, image.shape[:2], window)
+        mask = models.predict(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
         for suffix, picture in (("mask", viz.colorize(mask, colors)), ("overlay", viz.overlay(image, mask, colors))):
             target = out / f"{path.stem}_{suffix}.png"
             _write_png(target, picture)

@@ -92,8 +92,20 @@ def build_model(cfg: dict, num_classes: int, image_size) -> keras.Model:
     """The model a config describes, for `num_classes` classes and images of `image_size` (H, W)."""
     spec = cfg["model"]
     options = {"aux_head": True} if spec["aux_head"] else {}
-    return models.build(spec["name"], encoder=spec["encoder"], num_classes=num_classes,
-                        input_shape=(*image_size, 3), encoder_weights=spec["encoder_weights"], **options)
+    model = models.build(spec["name"], encoder=spec["encoder"], num_classes=num_classes,
+                         input_shape=(*image_size, 3), encoder_weights=spec["encoder_weights"], **options)
+    if spec["bn_momentum"] is not None:
+        for layer in _all_layers(model):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = spec["bn_momentum"]
+    return model
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def _compile(model, cfg, data, total_steps) -> None:

@@ -1,0 +1,136 @@
+"""segkit.evaluate and segkit.predict on a trained stand-in run, checked against direct model calls and numpy."""
+
+import json
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+import segkit
+from segkit import data
+from segkit.errors import SegkitError
+from segkit.training import train as train_module
+from training_support import brute_force_iou, predict_classes, prepared_synthetic, tiny_config, tiny_model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    dataset = prepared_synthetic(root)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "build_model", tiny_model)
+        run = segkit.train(tiny_config(dataset), runs_dir=root / "runs", verbose=0)
+    return run, dataset
+
+
+def test_evaluate_scores_every_item_like_a_brute_force_count(trained, tmp_path):
+    run, dataset = trained
+    result = segkit.evaluate(run.path, dataset, json_path=tmp_path / "scores.json", verbose=False)
+    prepared = data.load_prepared(dataset)
+    model = keras.saving.load_model(run.path / "best.keras")
+    pred = predict_classes(model, np.asarray(prepared.images))
+    iou, miou = brute_force_iou(np.asarray(prepared.masks), pred, prepared.num_classes)
+    assert result["num_items"] == len(prepared.images)
+    assert result["miou"] == pytest.approx(miou, abs=1e-12)
+    np.testing.assert_allclose([np.nan if v is None else v for v in result["per_class_iou"].values()], iou, atol=1e-12)
+    assert json.loads((tmp_path / "scores.json").read_text())["miou"] == result["miou"]
+    # the same through the model file instead of the run folder
+    assert segkit.evaluate(run.path / "best.keras", dataset, verbose=False)["miou"] == result["miou"]
+
+
+def test_evaluate_with_flip_tta_averages_the_mirrored_softmax(trained):
+    run, dataset = trained
+    result = segkit.evaluate(run.path, dataset, tta="flip", verbose=False)
+    prepared = data.load_prepared(dataset)
+    model = keras.saving.load_model(run.path / "best.keras")
+    images = np.asarray(prepared.images, np.float32)
+    softmax = lambda x: keras.ops.convert_to_numpy(keras.ops.softmax(model(x, training=False), axis=-1))  # noqa: E731
+    probs = (softmax(images) + softmax(images[:, :, ::-1])[:, :, ::-1]) / 2
+    _, miou = brute_force_iou(np.asarray(prepared.masks), probs.argmax(-1), prepared.num_classes)
+    assert result["miou"] == pytest.approx(miou, abs=1e-12)
+
+
+def test_evaluate_prints_the_per_class_table(trained, capsys):
+    run, dataset = trained
+    segkit.evaluate(run.path, dataset)
+    printed = capsys.readouterr().out
+    assert "road" in printed and "bicycle" in printed and "mIoU" in printed
+
+
+def test_predict_writes_masks_and_overlays_of_each_input_size(trained, tmp_path):
+    run, _ = trained
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sizes = {"wide": (37, 70), "square": (32, 32)}
+    for name, (h, w) in sizes.items():
+        cv2.imwrite(str(folder / f"{name}.png"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    written = segkit.predict(run.path, [folder], out=tmp_path / "out")
+    assert sorted(p.name for p in written) == ["square_mask.png", "square_overlay.png", "wide_mask.png", "wide_overlay.png"]
+    colors = np.asarray(run.dataset["colors"], np.uint8)
+    for name, (h, w) in sizes.items():
+        mask_rgb = cv2.imread(str(tmp_path / "out" / f"{name}_mask.png"))[..., ::-1]
+        overlay = cv2.imread(str(tmp_path / "out" / f"{name}_overlay.png"))
+        assert mask_rgb.shape == overlay.shape == (h, w, 3)
+        # every pixel of the mask is one of the run's class colours
+        matches = (mask_rgb[:, :, None, :] == colors[None, None]).all(-1)
+        assert matches.any(-1).all()
+    # where the image already fits the model, the classes are the direct model call's argmax
+    image = cv2.imread(str(folder / "square.png"))[..., ::-1]
+    expected = colors[predict_classes(keras.saving.load_model(run.path / "best.keras"), image[None])[0]]
+    got = cv2.imread(str(tmp_path / "out" / "square_mask.png"))[..., ::-1]
+    np.testing.assert_array_equal(got, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_a_model_for_other_classes_is_refused(trained, tmp_path_factory):
+    run, _ = trained
+    other = prepared_synthetic(tmp_path_factory.mktemp("other"), count=4, classes="all")
+    with pytest.raises(SegkitError, match="predicts 19 classes but the data at .* has"):
+        segkit.evaluate(run.path, other, verbose=False)
+
+
+@pytest.mark.parametrize("content, message", [(b"not a zip", "cannot be loaded"), (None, "does not exist")])
+def test_unreadable_or_missing_model_files(tmp_path, content, message):
+    path = tmp_path / "model.keras"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SegkitError, match=message):
+        segkit.evaluate(path, tmp_path, verbose=False)
+
+
+def test_a_foreign_keras_file_with_unknown_layers_is_refused(tmp_path):
+    @keras.saving.register_keras_serializable(package="elsewhere")
+    class Unknown(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    inputs = keras.Input((8, 8, 3))
+    keras.Model(inputs, Unknown()(inputs)).save(tmp_path / "foreign.keras")
+    keras.saving.get_custom_objects().pop("elsewhere>Unknown")
+    with pytest.raises(SegkitError, match="foreign.keras cannot be loaded"):
+        segkit.predict(tmp_path / "foreign.keras", [tmp_path], out=tmp_path / "out")
+
+
+def test_evaluate_on_a_missing_dataset_and_a_non_run_folder(trained, tmp_path):
+    run, _ = trained
+    with pytest.raises(SegkitError, match="does not exist"):
+        segkit.evaluate(run.path, tmp_path / "missing", verbose=False)
+    with pytest.raises(SegkitError, match="is not a segkit run folder"):
+        segkit.evaluate(tmp_path, tmp_path, verbose=False)
+
+
+def test_predict_bad_inputs(trained, tmp_path):
+    run, _ = trained
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SegkitError, match="broken.png"):
+        segkit.predict(run.path, [tmp_path / "broken.png"], out=tmp_path / "out")
+    with pytest.raises(SegkitError, match="has no images"):
+        segkit.predict(run.path, [tmp_path / "empty"], out=tmp_path / "out")
+    with pytest.raises(SegkitError, match="missing.png does not exist"):
+        segkit.predict(run.path, [tmp_path / "missing.png"], out=tmp_path / "out")
