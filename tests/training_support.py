@@ -25,7 +25,7 @@ def prepared_synthetic(root: Path, count: int = 16, seed: int = 0, size=SIZE, cl
 
 
 def tiny_config(data_path, **sections) -> dict:
-    """A config for a few quick steps on `data_path`; `sections` update whole sections, e.g. train={"epochs": 3}."""
+    """A config for a few quick steps on `data_path`; `sections` update sections (train={"epochs": 3}) or set name="x"."""
     config = {
         "name": "tiny",
         "model": {"name": "unet", "encoder": "resnet18"},
@@ -35,7 +35,7 @@ def tiny_config(data_path, **sections) -> dict:
         "augment": {"enabled": False},
     }
     for section, values in sections.items():
-        config[section] = {**config.get(section, {}), **values}
+        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
     return config
 
 
