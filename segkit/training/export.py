@@ -74,7 +74,8 @@ def _write_savedmodel(net, work: Path) -> Path:
 def _run_savedmodel(path: Path, sample) -> np.ndarray:
     import tensorflow as tf
 
-    return np.asarray(tf.saved_model.load(str(path)).serve(tf.constant(sample)))
+    loaded = tf.saved_model.load(str(path))  # keep a reference: the served function needs its variables alive
+    return np.asarray(loaded.serve(tf.constant(sample)))
 
 
 def _write_tflite(net, work: Path) -> Path:

@@ -1,0 +1,66 @@
+"""segkit.export: SavedModel and TFLite files that reproduce the Keras model's logits; clear errors otherwise."""
+
+import importlib.util
+
+import keras
+import numpy as np
+import pytest
+
+import segkit
+from segkit.errors import SegkitError
+from segkit.training import train as train_module
+from training_support import prepared_synthetic, tiny_config, tiny_model
+
+tf = pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "build_model", tiny_model)
+        return segkit.train(tiny_config(prepared_synthetic(root, count=8), train={"epochs": 1}), runs_dir=root, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+
+
+def _keras_logits(run, images):
+    return keras.ops.convert_to_numpy(keras.saving.load_model(run.path / "best.keras")(images, training=False))
+
+
+def test_savedmodel_gives_the_keras_logits(run, images):
+    path = segkit.export(run.path, format="savedmodel")
+    assert path == run.path / "export" / "best_savedmodel"
+    loaded = tf.saved_model.load(str(path))
+    served = loaded.serve(tf.constant(images)).numpy()
+    np.testing.assert_allclose(served, _keras_logits(run, images), atol=1e-4)
+    with pytest.raises(SegkitError, match="already exists"):
+        segkit.export(run.path, format="savedmodel")
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no partial exports left behind
+
+
+def test_tflite_gives_the_keras_logits(run, images, tmp_path):
+    path = segkit.export(run.path / "best.keras", format="tflite", out=tmp_path / "model.tflite")
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images[:1])
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, _keras_logits(run, images[:1]), atol=1e-3)
+
+
+@pytest.mark.skipif(all(importlib.util.find_spec(m) for m in ("onnx", "tf2onnx", "onnxruntime")), reason="onnx installed")
+def test_onnx_without_its_packages_names_them(run, tmp_path):
+    with pytest.raises(SegkitError, match=r"onnx export needs the package\(s\) .*onnx"):
+        segkit.export(run.path, format="onnx", out=tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_unknown_format_and_missing_model(tmp_path):
+    with pytest.raises(SegkitError, match="unknown export format 'coreml'; choose one of savedmodel, tflite, onnx"):
+        segkit.export(tmp_path, format="coreml")
+    with pytest.raises(SegkitError, match="does not exist"):
+        segkit.export(tmp_path / "nothing.keras", format="savedmodel")
