@@ -113,7 +113,7 @@ def test_a_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, st
     np.testing.assert_allclose(b["learning_rate"], expected, atol=1e-7)
     for x, y in zip(*(keras.saving.load_model(r.path / "last-0003.keras").get_weights() for r in (whole, resumed))):
         np.testing.assert_allclose(x, y, atol=1e-5)
-    with pytest.raises(SegkitError, match="already finished"):
+    with pytest.raises(SegkitError, match="has finished"):
         _train(None, None, resume=killed)
 
 
@@ -232,3 +232,25 @@ def test_resume_with_a_foreign_checkpoint_fails_and_leaves_the_run_as_it_was(dat
 def test_resume_refuses_new_settings(dataset, tmp_path):
     with pytest.raises(SegkitError, match="not both"):
         _train(tiny_config(dataset), tmp_path, resume=tmp_path)
+
+
+def test_mixed_precision_trains_and_restores_the_global_policy(dataset, stand_in, tmp_path):
+    run = _train(tiny_config(dataset, train={"mixed_precision": True, "epochs": 1}), tmp_path)
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    assert np.isfinite(pd.read_csv(run.path / "history.csv")[["loss", "val_loss"]].to_numpy()).all()
+    assert 0 <= run.metrics["miou"] <= 1
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(dataset, tmp_path, capsys):
+    from segkit import cli
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{path: {dataset}}}\ntrain: {{epochs: 1}}\n")
+    assert cli.main(["train", str(config), "--set", "train.epoch=2", "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segkit: error: ") and err.count("\n") == 1 and "did you mean 'train.epochs'" in err
+    assert cli.main(["train", str(config), "--resume", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a segkit run folder" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

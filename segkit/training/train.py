@@ -28,7 +28,7 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
         cfg = run.config
         state = run.state
         if state["status"] == "finished":
-            raise SegkitError(f"run {run.path} already finished all {cfg['train']['epochs']} epochs; nothing to resume")
+            raise SegkitError(f"run {run.path} has finished ({state['epoch']} of {cfg['train']['epochs']} epochs); nothing to resume")
         run.remove_stale_checkpoints()
     else:
         cfg = config_lib.load(config, overrides)
@@ -38,14 +38,14 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
         state = run.state
     print(f"run folder: {run.path}")
     keras.utils.set_random_seed(cfg["train"]["seed"])
+    policy = keras.mixed_precision.dtype_policy()
     if cfg["train"]["mixed_precision"]:
         keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:
         _fit(cfg, run, state, data, verbose)
     finally:
-        if cfg["train"]["mixed_precision"]:
-            keras.mixed_precision.set_dtype_policy("float32")
-    report.finish_run(run, data)
+        keras.mixed_precision.set_dtype_policy(policy)
+    report.finish_run(run, data, batch_size=cfg["train"]["batch_size"])
     print(f"run folder: {run.path}")
     return run
 
