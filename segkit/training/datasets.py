@@ -50,8 +50,8 @@ class TrainingData:
             "classes": list(self.classes),
             "colors": np.asarray(self.colors).tolist(),
             "image_size": list(self.train.image_size),
-            "train": {"path": str(self.train.path), "num_items": len(self.train)},
-            "val": {"path": str(self.val.path), "indices": self.val.indices.tolist()},
+            "train": {"path": str(self.train.path.resolve()), "num_items": len(self.train)},
+            "val": {"path": str(self.val.path.resolve()), "indices": self.val.indices.tolist()},
         }
 
 
