@@ -3,8 +3,7 @@
 import keras
 from keras import layers
 
-from segkit.errors import SegkitError
-from segkit.models.resnet import ENCODERS, resnet_encoder
+from segkit.models.layers import check_input_multiple, conv_bn_relu, encoder_features
 
 DECODER_FILTERS = (256, 128, 64, 32, 16)
 # Five x2 upsamplings undo the encoder's stride 32; the skips are concatenated at strides 16, 8, 4 and 2.
@@ -19,14 +18,9 @@ def build_unet(num_classes, input_shape=(None, None, 3), encoder="resnet34", dec
     multiples of 32; `None` sides give a fully convolutional model that takes any multiple of 32
     (`segkit.models.predict` pads other sizes).
     """
-    for side in input_shape[:2]:
-        if side is not None and side % INPUT_MULTIPLE:
-            raise SegkitError(
-                f"U-Net input side {side} in input_shape {tuple(input_shape)} is not a multiple of "
-                f"{INPUT_MULTIPLE}; pad or resize the images to a multiple of {INPUT_MULTIPLE}"
-            )
+    check_input_multiple(input_shape, INPUT_MULTIPLE, "U-Net")
     inputs = keras.Input(input_shape, name="image")
-    features = resnet_encoder(inputs, depth=ENCODERS[encoder])
+    features = encoder_features(inputs, encoder, output_stride=32)
     skips = [features["stage3"], features["stage2"], features["stage1"], features["stem"]]
 
     x = features["stage4"]
@@ -34,18 +28,11 @@ def build_unet(num_classes, input_shape=(None, None, 3), encoder="resnet34", dec
         x = layers.UpSampling2D(2, name=f"decoder_stage{stage}_upsampling")(x)
         if stage < len(skips):
             x = layers.Concatenate(name=f"decoder_stage{stage}_concat")([x, skips[stage]])
-        x = _conv_bn_relu(x, filters, f"decoder_stage{stage}a")
-        x = _conv_bn_relu(x, filters, f"decoder_stage{stage}b")
+        x = conv_bn_relu(x, filters, 3, f"decoder_stage{stage}a")
+        x = conv_bn_relu(x, filters, 3, f"decoder_stage{stage}b")
 
     x = layers.Conv2D(num_classes, 3, padding="same", name="final_conv")(x)
     # float32 so that logits (and the losses on them) stay exact under mixed precision.
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=f"unet_{encoder}")
 
-
-def _conv_bn_relu(x, filters, name):
-    x = layers.Conv2D(
-        filters, 3, padding="same", use_bias=False, kernel_initializer="he_uniform", name=name + "_conv"
-    )(x)
-    x = layers.BatchNormalization(name=name + "_bn")(x)
-    return layers.Activation("relu", name=name + "_relu")(x)
