@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from segkit.errors import SegkitError
 from segkit.viz.masks import overlay
@@ -29,6 +30,7 @@ def plot_learning_curves(histories, metrics=("loss", "miou"), title=None) -> Fig
             for column, style, part in ((metric, "-", "train"), (f"val_{metric}", "--", "val")):
                 if column in frame:
                     ax.plot(frame["epoch"], frame[column], style, color=colors[i % 10], marker=".", label=f"{prefix}{part}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
