@@ -7,6 +7,7 @@ in the environment win (os.environ.setdefault).
 """
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SEGKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 SYNTHETIC = REPO / "data" / "notebook-smoke-city"
 SYNTHETIC_COUNT = 48
+SMOKE_RUNS = REPO / "runs" / "notebooks-smoke"
 
 
 def _cityscapes_pairs() -> Path:
@@ -37,7 +39,7 @@ _SMOKE = {
     "SEGKIT_NB_SUBSET": "24",  # images of the training data used (a validation share is held out of them)
     "SEGKIT_NB_BATCH": "4",
     "SEGKIT_NB_ENCODER_WEIGHTS": "none",  # the configs ask for ImageNet weights; CI has no network
-    "SEGKIT_NB_RUNS": str(REPO / "runs" / "notebooks-smoke"),
+    "SEGKIT_NB_RUNS": str(SMOKE_RUNS),
     "SEGKIT_NB_CAMVID": str(SHARED_DATA / "camvid11"),
 }
 for _key, _value in _SMOKE.items():
@@ -46,6 +48,9 @@ for _key, _value in _SMOKE.items():
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 if "SEGKIT_NB_DATA" not in os.environ:
     os.environ["SEGKIT_NB_DATA"] = str(_cityscapes_pairs())
+# Smoke runs are throwaway (about 200 MB of checkpoints each): every session starts with an empty folder.
+if Path(os.environ["SEGKIT_NB_RUNS"]) == SMOKE_RUNS:
+    shutil.rmtree(SMOKE_RUNS, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
