@@ -1,5 +1,6 @@
 """segkit.train: run folder contents, metrics from the saved model, resume after a kill, NaN stop, bad input."""
 
+import importlib.util
 import json
 
 import keras
@@ -39,6 +40,8 @@ def test_run_folder_holds_history_checkpoints_and_metrics_of_the_best_model(data
     assert run.config["train"]["epochs"] == 3 and run.config["data"]["path"] == str(dataset)
     for figure in ("learning_curves.png", "confusion.png", "val_predictions.png"):
         assert (run.path / "figures" / figure).stat().st_size > 1000
+    if importlib.util.find_spec("tensorboard"):
+        assert any((run.path / "tensorboard").rglob("events.out.tfevents.*"))
 
     history = pd.read_csv(run.path / "history.csv")
     assert list(history["epoch"]) == [1, 2, 3]
