@@ -52,6 +52,11 @@ class _SegmentationLoss(keras.losses.Loss):
         if isinstance(y_true, np.ndarray):
             _check_concrete_labels(y_true, self.num_classes, self.ignore_index)
 
+    def call(self, y_true, y_pred):
+        # Shape (1,), not a scalar: Keras scales non-scalar losses by 1 / replicas under a TensorFlow
+        # distribution strategy, so replica gradients are averaged rather than summed.
+        return ops.reshape(self._batch_loss(y_true, y_pred), (1,))
+
     def _prepare(self, y_true, y_pred):
         """Returns (one_hot, valid, y_pred): masked one-hot truth, the labelled-pixel mask, float32 scores."""
         labels = _labels_matching(y_true, y_pred, self.num_classes)
@@ -99,7 +104,7 @@ class CrossEntropy(_SegmentationLoss):
     def __init__(self, num_classes, class_weights=None, ignore_index=255, from_logits=True, name="cross_entropy", **kwargs):
         super().__init__(num_classes, class_weights, ignore_index, from_logits, name=name, **kwargs)
 
-    def call(self, y_true, y_pred):
+    def _batch_loss(self, y_true, y_pred):
         one_hot, _, y_pred = self._prepare(y_true, y_pred)
         per_pixel = -ops.sum(one_hot * self._log_probabilities(y_pred), axis=-1)
         return self._weighted_pixel_mean(one_hot, per_pixel)
@@ -120,7 +125,7 @@ class Focal(_SegmentationLoss):
             raise SegkitError(f"focal gamma must be >= 0, got {gamma}")
         self.gamma = float(gamma)
 
-    def call(self, y_true, y_pred):
+    def _batch_loss(self, y_true, y_pred):
         one_hot, _, y_pred = self._prepare(y_true, y_pred)
         log_p_true = ops.sum(one_hot * self._log_probabilities(y_pred), axis=-1)
         modulation = ops.power(ops.maximum(1.0 - ops.exp(log_p_true), 0.0), self.gamma)
@@ -148,7 +153,7 @@ class SoftDice(_SegmentationLoss):
             raise SegkitError(f"Dice smooth must be > 0 (it keeps absent classes finite), got {smooth}")
         self.smooth = float(smooth)
 
-    def call(self, y_true, y_pred):
+    def _batch_loss(self, y_true, y_pred):
         one_hot, valid, y_pred = self._prepare(y_true, y_pred)
         probabilities = self._probabilities(y_pred) * valid[..., None]
         pixel_axes = tuple(range(len(one_hot.shape) - 1))

@@ -45,15 +45,7 @@ def dataset(tmp_path_factory):
     return prepared_synthetic(tmp_path_factory.mktemp("dist"))
 
 
-LOSS_NOT_SCALED = pytest.mark.xfail(
-    strict=True,
-    reason="segkit.losses return a scalar from call(), so Keras skips scale_loss_for_distribution: under "
-    "MirroredStrategy the logged losses are the replica sum (2x) and gradients are summed. Remove this mark "
-    "once the losses scale by 1/replicas (e.g. call() returning shape (1,) lets Keras' reduction do it).",
-)
-
-
-@pytest.mark.parametrize("backend", [pytest.param("tensorflow", marks=LOSS_NOT_SCALED), "jax"])
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_two_device_training_matches_one_device(backend, dataset, tmp_path):
     if backend == "jax":
         pytest.importorskip("jax")
