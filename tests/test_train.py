@@ -257,3 +257,12 @@ def test_cli_errors_are_one_line_with_exit_code_2(dataset, tmp_path, capsys):
     assert cli.main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a segkit run folder" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_time_budget_stops_mid_epoch_and_still_validates_and_saves_that_epoch(dataset, stand_in, tmp_path):
+    run = _train(tiny_config(dataset, train={"epochs": 5, "max_minutes": 1e-6, "batch_size": 2}), tmp_path)
+    history = pd.read_csv(run.path / "history.csv")
+    assert list(history["epoch"]) == [1] and list(history["steps"]) == [1]  # 6 steps per epoch otherwise
+    assert np.isfinite(history["val_miou"]).all()
+    assert run.state["status"] == "finished" and (run.path / "best.keras").is_file()
+    assert json.loads((run.path / "metrics.json").read_text())["miou"] >= 0

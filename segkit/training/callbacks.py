@@ -30,6 +30,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.max_seconds = max_seconds
         self.non_finite_at = None  # (epoch, step) where the loss stopped being finite
         self._epoch_start = None
+        self._steps = 0  # steps run in the current epoch: the last one is partial when the time budget stops it
         self._session_start = None
         self._seconds_before = state["train_seconds"]
 
@@ -40,9 +41,13 @@ class RunRecorder(keras.callbacks.Callback):
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
+        self._steps = batch + 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.non_finite_at = (len(self.state["history"]) + 1, batch + 1)
+            self.model.stop_training = True
+        elif self._over_budget():
+            # Keras ends the epoch after this step; it is validated and committed like any other.
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -51,11 +56,11 @@ class RunRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
             return  # nothing from this epoch is saved: the last good checkpoint stays the committed one
         seconds = time.perf_counter() - self._epoch_start
-        row = {"epoch": epoch + 1, **_canonical(_scalars(logs)), "learning_rate": _learning_rate(self.model), "seconds": seconds}
+        row = {"epoch": epoch + 1, "steps": self._steps, **_canonical(_scalars(logs)),
+               "learning_rate": _learning_rate(self.model), "seconds": seconds}
         self._commit(row)
-        if self.max_seconds is not None and self._seconds_before + self._elapsed() + seconds > self.max_seconds:
-            print(f"time budget of {self.max_seconds / 60:.1f} min reached after epoch {epoch + 1}: stopping")
-            self.model.stop_training = True
+        if self._over_budget():
+            print(f"time budget of {self.max_seconds / 60:.1f} min reached after step {self._steps} of epoch {epoch + 1}: stopping")
 
     def _commit(self, row: dict) -> None:
         state = self.state
@@ -82,6 +87,9 @@ class RunRecorder(keras.callbacks.Callback):
         self.state = new_state
         self.run.remove_stale_checkpoints()
         runs.write_text(self.run.file(runs.HISTORY), pd.DataFrame(history).to_csv(index=False))
+
+    def _over_budget(self) -> bool:
+        return self.max_seconds is not None and self._seconds_before + self._elapsed() >= self.max_seconds
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._session_start

@@ -77,7 +77,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "batch_size": Field(8, _INT, "global batch size"),
         "epochs": Field(20, _INT, "number of epochs"),
         "steps_per_epoch": Field(None, _INT, "cap on training steps per epoch", nullable=True),
-        "max_minutes": Field(None, _FLOAT, "time budget: no new epoch starts once it would end past it", nullable=True),
+        "max_minutes": Field(None, _FLOAT, "time budget: training stops after the step that reaches it; that last, partial epoch is validated and saved", nullable=True),
         "seed": Field(0, _INT, "seed for weights, split, shuffling and augmentation"),
         "mixed_precision": Field(False, _BOOL, "mixed_float16 compute (logits stay float32)"),
         "distribution": Field("none", _STR, "data-parallel training across local devices", DISTRIBUTIONS),
