@@ -133,7 +133,7 @@ def _add_data_commands(sub):
 
     p = data.add_parser("download", help="download a public dataset archive, check it and extract it safely")
     p.add_argument("name", choices=("cityscapes-pairs", "camvid"))
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="parent folder: the dataset lands in OUT/NAME (e.g. --out data -> data/camvid)")
     p.add_argument("--url", help="override the archive URL (a mirror)")
     p.add_argument("--sha256", help="override the expected SHA-256 of the archive")
     p.set_defaults(run=_data_download)
