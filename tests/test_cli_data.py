@@ -13,7 +13,6 @@ from conftest import REPO
 from segkit.cli import main
 from segkit.data import load_prepared
 
-pytestmark = pytest.mark.backend_agnostic
 
 
 def write_pairs(folder: Path, count: int = 3, size: int = 32) -> Path:

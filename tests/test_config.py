@@ -10,7 +10,6 @@ from segkit import losses, models
 from segkit.errors import SegkitError
 from segkit.training import config
 
-pytestmark = pytest.mark.backend_agnostic
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 

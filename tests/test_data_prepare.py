@@ -15,7 +15,6 @@ from conftest import REPO
 from segkit.data import format_summary, load_prepared, open_reader, prepare
 from segkit.errors import SegkitError
 
-pytestmark = pytest.mark.backend_agnostic
 
 CLASSES_TXT = "road,128,64,128\ncar,0,0,142\nperson,220,20,60\nsky,70,130,180\n"
 

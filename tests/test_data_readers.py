@@ -16,7 +16,6 @@ from segkit.data.readers import (
 )
 from segkit.errors import SegkitError
 
-pytestmark = pytest.mark.backend_agnostic
 
 # Hand-copied from cityscapesScripts' labels.py, independent of segkit's table: colour -> trainId.
 OFFICIAL = {

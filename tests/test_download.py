@@ -12,7 +12,6 @@ from conftest import serve_folder
 from segkit.data import download
 from segkit.errors import SegkitError
 
-pytestmark = pytest.mark.backend_agnostic
 
 FILES = {"cityscapes/train/1.jpg": b"photo-and-label-1", "cityscapes/train/2.jpg": b"photo-and-label-2",
          "cityscapes/val/1.jpg": b"validation-1"}

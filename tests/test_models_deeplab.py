@@ -7,7 +7,6 @@ import pytest
 from segkit.errors import SegkitError
 from segkit.models import build, predict, required_multiple, resnet_encoder
 
-pytestmark = pytest.mark.backend_agnostic
 
 NUM_CLASSES = 3
 

@@ -11,7 +11,6 @@ from segkit.errors import SegkitError
 from segkit.models import AUX_LOSS_WEIGHTS, build, predict, required_multiple, resnet_encoder, without_aux
 from segkit.models.layers import AdaptiveAveragePooling2D, ResizeToMatch
 
-pytestmark = pytest.mark.backend_agnostic
 
 NUM_CLASSES = 4
 
@@ -28,6 +27,7 @@ def brute_force_adaptive_pool(x, bins_h, bins_w):
     return out
 
 
+@pytest.mark.backend_agnostic  # the custom layers' keras.ops code, checked under JAX too
 @pytest.mark.parametrize("size", [(12, 12), (45, 60), (7, 5), (1, 1)])
 @pytest.mark.parametrize("bins", [1, 2, 3, 6, (2, 3)])
 def test_adaptive_pooling_matches_brute_force(size, bins):
@@ -37,6 +37,7 @@ def test_adaptive_pooling_matches_brute_force(size, bins):
     np.testing.assert_allclose(got, brute_force_adaptive_pool(x, bins_h, bins_w), atol=1e-5)
 
 
+@pytest.mark.backend_agnostic  # the custom layers' keras.ops code, checked under JAX too
 def test_adaptive_pooling_of_45_into_6_bins_uses_pytorch_bounds():
     # Hand-worked: 45/6 = 7.5, so bins [0,8) [7,15) [15,23) [22,30) [30,38) [37,45), overlapping by one.
     x = np.arange(45, dtype="float32").reshape(1, 45, 1, 1)
@@ -44,6 +45,7 @@ def test_adaptive_pooling_of_45_into_6_bins_uses_pytorch_bounds():
     np.testing.assert_allclose(np.asarray(AdaptiveAveragePooling2D((6, 1))(x))[0, :, 0, 0], expected, atol=1e-5)
 
 
+@pytest.mark.backend_agnostic  # the custom layers' keras.ops code, checked under JAX too
 def test_layers_work_with_unknown_sizes_and_reload_in_safe_mode(tmp_path):
     features = keras.Input((None, None, 3))
     pooled = AdaptiveAveragePooling2D(3)(features)
@@ -56,6 +58,7 @@ def test_layers_work_with_unknown_sizes_and_reload_in_safe_mode(tmp_path):
     np.testing.assert_allclose(np.asarray(reloaded(x)), out)
 
 
+@pytest.mark.backend_agnostic  # the custom layers' keras.ops code, checked under JAX too
 def test_resize_to_match_is_opencv_bilinear_with_half_pixel_centres():
     small = np.random.default_rng(2).normal(size=(6, 5, 2)).astype("float32")
     reference = np.zeros((1, 45, 32, 1), "float32")

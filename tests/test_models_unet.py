@@ -10,7 +10,6 @@ from segkit.errors import SegkitError
 from segkit.models import build
 from segkit.models.resnet import resnet_encoder
 
-pytestmark = pytest.mark.backend_agnostic
 needs_tensorflow = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="segmentation_models runs on tf.keras only"
 )

@@ -4,13 +4,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from segkit import quickstart
 from segkit.data import load_prepared, synthetic_scene
 
-pytestmark = pytest.mark.backend_agnostic
 
 
 def test_run_writes_pairs_cache_and_sample_figure(tmp_path, capsys):

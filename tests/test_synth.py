@@ -8,7 +8,6 @@ from segkit.data import synthetic_scene, write_synthetic
 from segkit.data.palette import CITYSCAPES_LABELS, IGNORE_INDEX
 from segkit.errors import SegkitError
 
-pytestmark = pytest.mark.backend_agnostic
 
 
 def _decode_label_half(bgr_half: np.ndarray) -> np.ndarray:

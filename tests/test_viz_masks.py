@@ -7,7 +7,6 @@ from matplotlib.figure import Figure
 from segkit.errors import SegkitError
 from segkit.viz import colorize, overlay, sample_grid
 
-pytestmark = pytest.mark.backend_agnostic
 
 COLORS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
 NAMES = ("red", "green", "blue")
