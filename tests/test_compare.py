@@ -8,8 +8,7 @@ import segkit
 from segkit import data
 from segkit.errors import SegkitError
 from segkit.training import config, runs
-from segkit.training import train as train_module
-from training_support import brute_force_iou, predict_classes, prepared_synthetic, tiny_config, tiny_model
+from training_support import brute_force_iou, predict_classes, prepared_synthetic, tiny_config, tiny_model, train_with_stand_in
 
 
 @pytest.fixture(scope="module")
@@ -17,11 +16,9 @@ def three_runs(tmp_path_factory):
     """Two runs on the same validation items (different learning rates) and one with another seed (other items)."""
     root = tmp_path_factory.mktemp("compare")
     dataset = prepared_synthetic(root)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_module, "build_model", tiny_model)
-        a = segkit.train(tiny_config(dataset, name="a"), runs_dir=root / "runs", verbose=0)
-        b = segkit.train(tiny_config(dataset, optimizer={"learning_rate": 0.003}), runs_dir=root / "runs", verbose=0)
-        c = segkit.train(tiny_config(dataset, train={"seed": 5}), runs_dir=root / "runs", verbose=0)
+    a = train_with_stand_in(tiny_config(dataset, name="a"), root / "runs")
+    b = train_with_stand_in(tiny_config(dataset, optimizer={"learning_rate": 0.003}), root / "runs")
+    c = train_with_stand_in(tiny_config(dataset, train={"seed": 5}), root / "runs")
     return dataset, a, b, c
 
 

@@ -10,17 +10,14 @@ import pytest
 import segkit
 from segkit import data
 from segkit.errors import SegkitError
-from segkit.training import train as train_module
-from training_support import brute_force_iou, predict_classes, prepared_synthetic, tiny_config, tiny_model
+from training_support import brute_force_iou, predict_classes, prepared_synthetic, tiny_config, train_with_stand_in
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     dataset = prepared_synthetic(root)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_module, "build_model", tiny_model)
-        run = segkit.train(tiny_config(dataset), runs_dir=root / "runs", verbose=0)
+    run = train_with_stand_in(tiny_config(dataset), root / "runs")
     return run, dataset
 
 

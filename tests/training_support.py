@@ -9,8 +9,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
+import segkit
 from segkit import data
+from segkit.training import train as train_module
 
 SIZE = (32, 32)
 
@@ -65,3 +68,10 @@ def brute_force_iou(truth: np.ndarray, pred: np.ndarray, num_classes: int, ignor
 def predict_classes(model, images: np.ndarray) -> np.ndarray:
     """argmax of the model's logits, called directly (no padding: the images have the model's input size)."""
     return np.argmax(keras.ops.convert_to_numpy(model(images.astype("float32"), training=False)), axis=-1)
+
+
+def train_with_stand_in(config, runs_dir):
+    """`segkit.train` with the stand-in model in place of the configured one: a run folder in seconds."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "build_model", tiny_model)
+        return segkit.train(config, runs_dir=runs_dir, verbose=0)
