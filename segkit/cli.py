@@ -3,9 +3,8 @@
 import argparse
 import sys
 
+from segkit.data import FORMATS as DATA_FORMATS
 from segkit.errors import SegkitError
-
-DATA_FORMATS = ("cityscapes-pairs", "cityscapes", "camvid", "camvid32", "folder")
 
 
 def _data_prepare(args):

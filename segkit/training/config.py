@@ -13,13 +13,13 @@ from pathlib import Path
 
 import yaml
 
+from segkit.data import FORMATS as DATA_FORMATS
 from segkit.errors import SegkitError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "poly")
 CLASS_WEIGHTS = ("median", "inverse")
 DISTRIBUTIONS = ("none", "mirrored", "data_parallel")
-DATA_FORMATS = ("cityscapes-pairs", "cityscapes", "camvid", "camvid32", "folder")
 TTA = ("flip",)
 
 

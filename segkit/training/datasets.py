@@ -12,9 +12,6 @@ import numpy as np
 
 from segkit import data as data_lib
 from segkit.errors import SegkitError
-from segkit.training.config import DATA_FORMATS
-
-IGNORE_INDEX = 255
 
 
 @dataclass
@@ -63,7 +60,7 @@ def open_dataset(path, *, format=None, split=None, classes="train", size=None, c
     if (path / "manifest.json").is_file():
         return _check_size(data_lib.load_prepared(path), path, size), path
     if format is None:
-        raise SegkitError(f"{path} is not a prepared dataset (no manifest.json); give its format ({', '.join(DATA_FORMATS)}) to prepare it")
+        raise SegkitError(f"{path} is not a prepared dataset (no manifest.json); give its format ({', '.join(data_lib.FORMATS)}) to prepare it")
     target = Path(cache) / _cache_name(path, format, split, size, classes)
     if not (target / "manifest.json").is_file():
         print(f"preparing {format} dataset {path} -> {target}")
@@ -98,7 +95,7 @@ def class_pixel_share(split: Split, num_classes: int) -> np.ndarray:
     counts = np.zeros(num_classes, dtype=np.int64)
     for start in range(0, len(split.indices), 64):  # chunks keep memory flat on large datasets
         masks = np.asarray(split.dataset.masks[np.sort(split.indices[start : start + 64])])
-        counts += np.bincount(masks[masks != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
+        counts += np.bincount(masks[masks != data_lib.IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
     return counts / max(counts.sum(), 1)
 
 

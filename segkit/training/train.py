@@ -113,8 +113,8 @@ def _compile(model, cfg, data, total_steps) -> None:
     if cfg["loss"]["class_weights"] is not None:
         share = datasets.class_pixel_share(data.train, data.num_classes)
         weights = losses.class_weights(share, method=cfg["loss"]["class_weights"])
-    loss = losses.get(cfg["loss"]["name"], num_classes=data.num_classes, class_weights=weights, ignore_index=datasets.IGNORE_INDEX)
-    miou = metrics.MeanIoU(data.num_classes, ignore_index=datasets.IGNORE_INDEX, name="miou")
+    loss = losses.get(cfg["loss"]["name"], num_classes=data.num_classes, class_weights=weights, ignore_index=data_lib.IGNORE_INDEX)
+    miou = metrics.MeanIoU(data.num_classes, ignore_index=data_lib.IGNORE_INDEX, name="miou")
     optimizer = optim.build(cfg["optimizer"], total_steps)
     if isinstance(model.output, dict):
         model.compile(optimizer, loss={"logits": loss, "aux_logits": loss},
