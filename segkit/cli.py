@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="the main job on the built-in synthetic city")
     p.add_argument("--out", default="runs/quickstart")
-    p.add_argument("--count", type=int, default=240, help="synthetic pairs to generate")
+    p.add_argument("--count", type=int, default=160, help="synthetic pairs to generate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, help="epochs per model (default: the synthetic configs' value)")
     p.add_argument("--no-train", action="store_true", help="only generate, prepare and draw the data")

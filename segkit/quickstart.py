@@ -20,7 +20,7 @@ SAMPLE_ROWS = 4
 SAMPLE_DPI = 90
 
 
-def make_data(out, count: int = 240, seed: int = 0) -> Path:
+def make_data(out, count: int = 160, seed: int = 0) -> Path:
     """Synthetic city pairs in `out/synthetic`, prepared into the cache `out/prepared`; returns the cache folder."""
     out = Path(out)
     pairs, cache = out / "synthetic", out / "prepared"
@@ -80,7 +80,7 @@ def train_and_compare(out, pairs, epochs: int | None = None) -> dict[str, Path]:
     return {"runs": run_dirs, "report": comparison["report"]}
 
 
-def run(out, count: int = 240, seed: int = 0, epochs: int | None = None, train: bool = False) -> dict[str, Path]:
+def run(out, count: int = 160, seed: int = 0, epochs: int | None = None, train: bool = False) -> dict[str, Path]:
     """The data part of `segkit quickstart`; with train=True (as the command runs it) also the training and comparison.
 
     Returns the paths it wrote.
