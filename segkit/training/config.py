@@ -19,7 +19,7 @@ from segkit.errors import SegkitError
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "poly")
 CLASS_WEIGHTS = ("median", "inverse")
-DISTRIBUTIONS = ("none", "mirrored", "data_parallel")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored", "data_parallel")
 TTA = ("flip",)
 
 
@@ -80,7 +80,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "max_minutes": Field(None, _FLOAT, "time budget: training stops after the step that reaches it; that last, partial epoch is validated and saved", nullable=True),
         "seed": Field(0, _INT, "seed for weights, split, shuffling and augmentation"),
         "mixed_precision": Field(False, _BOOL, "mixed_float16 compute (logits stay float32)"),
-        "distribution": Field("none", _STR, "data-parallel training across local devices", DISTRIBUTIONS),
+        "distribution": Field("none", _STR, "data-parallel training: mirrored (local devices, TensorFlow), "
+                              "multi_worker_mirrored (machines in TF_CONFIG, TensorFlow), data_parallel (local devices, JAX)", DISTRIBUTIONS),
     },
     "optimizer": {
         "name": Field("adam", _STR, "optimizer", OPTIMIZERS),
@@ -249,5 +250,8 @@ def _check_ranges(config: dict, where: str) -> None:
         raise SegkitError(f"{where}: 'data.val' must be > 0 when neither data.val_path nor data.val_split is set")
     if not (len(augment["scale"]) == 2 and 0 < augment["scale"][0] <= augment["scale"][1]):
         raise SegkitError(f"{where}: 'augment.scale' must be [min, max] with 0 < min <= max, got {augment['scale']!r}")
+    if train["max_minutes"] is not None and train["distribution"] == "multi_worker_mirrored":
+        raise SegkitError(f"{where}: 'train.max_minutes' cannot be used with train.distribution=multi_worker_mirrored: "
+                          "each worker's clock would stop it at a different step; limit train.epochs instead")
     if config["model"]["aux_head"] and config["model"]["name"] != "pspnet":
         raise SegkitError(f"{where}: 'model.aux_head' is only available for pspnet, not {config['model']['name']!r}")

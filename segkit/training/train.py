@@ -1,6 +1,7 @@
 """`segkit.train`: one config in, one run folder out (checkpoints, history, metrics, figures), resumable."""
 
 import importlib.util
+import shutil
 
 import keras
 
@@ -20,22 +21,31 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
 
     config: a YAML path or a dict (see configs/); overrides: {"train.epochs": 3} or ["train.epochs=3"].
     resume: a run folder to continue from its last checkpoint (then config and overrides must be None).
+    With train.distribution=multi_worker_mirrored every worker makes the same call with its own TF_CONFIG;
+    only the chief writes to runs_dir (or resume), the others to a temporary folder removed before returning.
     """
     if resume is not None:
         if config is not None or overrides:
             raise SegkitError("give either a config (with overrides) or resume=RUN_DIR, not both")
         run = runs.Run.open(resume)
         cfg = run.config
-        state = run.state
-        if state["status"] == "finished":
-            raise SegkitError(f"run {run.path} has finished ({state['epoch']} of {cfg['train']['epochs']} epochs); nothing to resume")
-        run.remove_stale_checkpoints()
+        if run.state["status"] == "finished":
+            raise SegkitError(f"run {run.path} has finished ({run.state['epoch']} of {cfg['train']['epochs']} epochs); nothing to resume")
     else:
         cfg = config_lib.load(config, overrides)
     data = datasets.training_data(cfg)  # bad data fails here, before a new run folder exists
-    if resume is None:
-        run = runs.Run.create(runs_dir, cfg)
-        state = run.state
+    # A non-chief worker of a multi-worker run takes the same steps in a throwaway folder (scratch).
+    with distribution.worker_scratch(cfg["train"]["distribution"]) as scratch:
+        if resume is None:
+            run = runs.Run.create(scratch or runs_dir, cfg)
+        else:
+            run = run if scratch is None else runs.Run(shutil.copytree(run.path, scratch / run.path.name))
+            run.remove_stale_checkpoints()
+        return _train_in(run, cfg, data, verbose)
+
+
+def _train_in(run, cfg, data, verbose) -> runs.Run:
+    state = run.state
     print(f"run folder: {run.path}")
     keras.utils.set_random_seed(cfg["train"]["seed"])
     policy = keras.mixed_precision.dtype_policy()
