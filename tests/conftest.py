@@ -1,16 +1,10 @@
-"""Shared fixtures: where the real data slices are (skip when absent), and a local HTTP server for download tests."""
+"""Fixtures shared by the tests (plain helpers live in support.py)."""
 
-import contextlib
-import functools
-import http.server
-import os
-import threading
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SEGKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+from support import SHARED_DATA
 
 
 @pytest.fixture(scope="session")
@@ -19,23 +13,3 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data slices not found at {SHARED_DATA}")
     return SHARED_DATA
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def serve_folder(root: Path):
-    """Serves `root` over HTTP on 127.0.0.1 (a free port) while the block runs; yields the base URL (no trailing /)."""
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -7,7 +7,7 @@ import sys
 import keras
 import pytest
 
-from conftest import REPO
+from support import REPO
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="this is the outer run")

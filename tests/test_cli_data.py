@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO
+from support import REPO
 from segkit.cli import main
 from segkit.data import load_prepared
 

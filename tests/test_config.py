@@ -5,7 +5,7 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO
+from support import REPO
 from segkit import losses, models
 from segkit.errors import SegkitError
 from segkit.training import config

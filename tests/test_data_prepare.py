@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO
+from support import REPO
 from segkit.data import format_summary, load_prepared, open_reader, prepare
 from segkit.errors import SegkitError
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import segkit
-from conftest import REPO
+from support import REPO
 from segkit.errors import SegkitError
 from segkit.training import config as config_lib
 from training_support import prepared_synthetic, tiny_config

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import serve_folder
+from support import serve_folder
 from segkit.data import download
 from segkit.errors import SegkitError
 

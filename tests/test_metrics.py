@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 from segkit.errors import SegkitError
 from segkit.losses import CrossEntropy
 from segkit.metrics import MeanIoU, confusion_matrix, report, scores
-from conftest import REPO
+from support import REPO
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import serve_folder
+from support import serve_folder
 from segkit.errors import SegkitError
 from segkit.models import build, weights
 
