@@ -10,7 +10,6 @@ from segkit import quickstart
 from segkit.data import load_prepared, synthetic_scene
 
 
-
 def test_run_writes_pairs_cache_and_sample_figure(tmp_path, capsys):
     out = tmp_path / "qs"
     (out / "synthetic").mkdir(parents=True)
