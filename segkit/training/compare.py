@@ -45,10 +45,11 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     per_class = pd.DataFrame({e["name"]: pd.Series(e["metrics"]["per_class_iou"], dtype=float) for e in entries})
     classes = entries[0]["classes"]
     colors = np.asarray(entries[0]["dataset"]["colors"], dtype=np.uint8)
+    images, truth, predicted = report.predicted_samples(split, {e["name"]: e["model"] for e in entries})
     figures = {
         "class_iou.png": viz.plot_class_iou({e["name"]: per_class[e["name"]].to_numpy() for e in entries}, classes),
         "learning_curves.png": viz.plot_learning_curves({e["name"]: e["history"] for e in entries}),
-        "qualitative.png": viz.comparison_grid(*report.predicted_samples(split, {e["name"]: e["model"] for e in entries}), colors),
+        "qualitative.png": viz.sample_grid(images, truth, colors, predictions=predicted, panel_size=2.2),
     }
     for entry in entries:
         cm = np.asarray(entry["metrics"]["confusion_matrix"], dtype=np.int64)

@@ -1,14 +1,12 @@
-"""Figures of training runs: learning curves (one or several runs on one plot) and a model-by-model prediction grid."""
+"""Figures of training runs: learning curves, one or several runs on one plot."""
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from segkit.errors import SegkitError
-from segkit.viz.masks import overlay
 
-__all__ = ["plot_learning_curves", "comparison_grid"]
+__all__ = ["plot_learning_curves"]
 
 
 def plot_learning_curves(histories, metrics=("loss", "miou"), title=None) -> Figure:
@@ -39,21 +37,3 @@ def plot_learning_curves(histories, metrics=("loss", "miou"), title=None) -> Fig
         fig.suptitle(title)
     return fig
 
-
-def comparison_grid(images, truth, predictions: dict, colors, alpha: float = 0.5, panel_size: float = 2.2) -> Figure:
-    """One row per image: image | truth overlay | one overlay per model (`predictions`: name -> (N, H, W) classes)."""
-    images, truth = np.asarray(images), np.asarray(truth)
-    for name, pred in predictions.items():
-        if np.shape(pred) != truth.shape:
-            raise SegkitError(f"predictions of {name} have shape {np.shape(pred)}, the truth {truth.shape}")
-    columns = [("image", None), ("truth", truth), *predictions.items()]
-    height, width = images.shape[1:3]
-    fig = Figure(figsize=(panel_size * width / height * len(columns), panel_size * len(images)), layout="constrained")
-    axes = fig.subplots(len(images), len(columns), squeeze=False)
-    for row, image in enumerate(images):
-        for col, (title, labels) in enumerate(columns):
-            axes[row, col].imshow(image if labels is None else overlay(image, np.asarray(labels)[row], colors, alpha))
-            axes[row, col].set_axis_off()
-            if row == 0:
-                axes[row, col].set_title(title, fontsize=9)
-    return fig

@@ -40,18 +40,20 @@ def overlay(image: np.ndarray, mask: np.ndarray, colors, alpha: float = 0.5) -> 
 
 def sample_grid(images, masks, colors, class_names=None, *, predictions=None, alpha: float = 0.5,
                 panel_size: float = 2.4) -> Figure:
-    """One row per sample: image | label overlay (| prediction overlay). A legend names the classes shown.
+    """One row per sample: image | label overlay | prediction overlays. A legend names the classes shown.
 
-    images: (N, H, W, 3) uint8; masks and predictions: (N, H, W) class indices, 255 = ignore.
+    images: (N, H, W, 3) uint8; masks: (N, H, W) class indices, 255 = ignore; predictions: None, one
+    (N, H, W) array (a "prediction" column) or a dict name -> (N, H, W) array (a column per model).
     """
     images, masks = np.asarray(images), np.asarray(masks)
     if len(images) == 0 or len(images) != len(masks):
         raise SegkitError(f"sample_grid needs as many masks as images (at least one), got {len(images)} and {len(masks)}")
+    named = {} if predictions is None else predictions if isinstance(predictions, dict) else {"prediction": predictions}
     columns = [("image", None), ("label", masks)]
-    if predictions is not None:
-        if np.shape(predictions) != masks.shape:
-            raise SegkitError(f"predictions {np.shape(predictions)} do not match masks {masks.shape}")
-        columns.append(("prediction", np.asarray(predictions)))
+    for name, labels in named.items():
+        if np.shape(labels) != masks.shape:
+            raise SegkitError(f"predictions of {name} have shape {np.shape(labels)}, the masks {masks.shape}")
+        columns.append((name, np.asarray(labels)))
 
     height, width = images.shape[1:3]
     panel_w = panel_size * width / height
