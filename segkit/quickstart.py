@@ -1,9 +1,7 @@
 """The main job on built-in data: generate the synthetic city, prepare it, draw a sample figure, then train
 U-Net-R34 and PSPNet-R34 briefly on it (CPU minutes) and write and print their comparison."""
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ from PIL import Image
 
 from segkit import data
 from segkit.errors import SegkitError
+from segkit.training.runs import atomic_path
 from segkit.viz import sample_grid
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -44,14 +43,8 @@ def write_samples(dataset, path, rows: int = SAMPLE_ROWS, seed: int = 0) -> Path
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     picture = _palette_image(np.asarray(canvas.buffer_rgba())[..., :3], dataset.colors)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         picture.save(tmp, format="PNG", optimize=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 
