@@ -13,5 +13,5 @@ _LAZY = {"train", "evaluate", "predict", "compare", "export"}
 
 def __getattr__(name):
     if name in _LAZY:
-        return getattr(importlib.import_module(f"segkit.training.{name}"), name)
+        return getattr(importlib.import_module(f"segkit.workflows.{name}"), name)
     raise AttributeError(f"module 'segkit' has no attribute {name!r}")

@@ -6,3 +6,9 @@ class SegkitError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def first_line(err) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -7,7 +7,7 @@ import pytest
 import segkit
 from segkit import data
 from segkit.errors import SegkitError
-from segkit.training import config, runs
+from segkit.workflows import config, runs
 from training_support import brute_force_iou, predict_classes, prepared_synthetic, tiny_config, tiny_model, train_with_stand_in
 
 

@@ -8,7 +8,7 @@ import yaml
 from support import REPO
 from segkit import losses, models
 from segkit.errors import SegkitError
-from segkit.training import config
+from segkit.workflows import config
 
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

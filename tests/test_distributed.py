@@ -20,7 +20,7 @@ import pytest
 import segkit
 from support import REPO
 from segkit.errors import SegkitError
-from segkit.training import config as config_lib
+from segkit.workflows import config as config_lib
 from training_support import prepared_synthetic, tiny_config
 
 SCRIPT = r"""
@@ -31,7 +31,7 @@ if os.environ["KERAS_BACKEND"] == "tensorflow":
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
 import segkit
-from segkit.training import train as train_module
+from segkit.workflows import train as train_module
 from training_support import tiny_config, tiny_model
 
 train_module.build_model = tiny_model
@@ -86,7 +86,7 @@ WORKER_SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
 import segkit
-from segkit.training import train as train_module
+from segkit.workflows import train as train_module
 from training_support import tiny_config, tiny_model
 
 train_module.build_model = tiny_model

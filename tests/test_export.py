@@ -8,7 +8,7 @@ import pytest
 
 import segkit
 from segkit.errors import SegkitError
-from segkit.training import train as train_module
+from segkit.workflows import train as train_module
 from training_support import prepared_synthetic, tiny_config, tiny_model
 
 tf = pytest.importorskip("tensorflow")

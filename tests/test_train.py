@@ -11,8 +11,8 @@ import pytest
 import segkit
 from segkit import data
 from segkit.errors import SegkitError
-from segkit.training import runs
-from segkit.training import train as train_module
+from segkit.workflows import runs
+from segkit.workflows import train as train_module
 from training_support import brute_force_iou, predict_classes, prepared_synthetic, tiny_config, tiny_model
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import segkit
 from segkit import data
-from segkit.training import train as train_module
+from segkit.workflows import train as train_module
 
 SIZE = (32, 32)
 

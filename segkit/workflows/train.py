@@ -7,11 +7,10 @@ import keras
 
 from segkit import data as data_lib
 from segkit import losses, metrics, models
-from segkit.errors import SegkitError
-from segkit.training import config as config_lib
-from segkit.training import datasets, distribution, optim, report, runs
-from segkit.training.callbacks import RunRecorder
-from segkit.training.evaluate import first_line
+from segkit.errors import SegkitError, first_line
+from segkit.workflows import config as config_lib
+from segkit.workflows import datasets, distribution, optim, report, runs
+from segkit.workflows.callbacks import RunRecorder
 
 AUX_LOSS_WEIGHT = 0.4  # PSPNet paper: auxiliary loss weight
 

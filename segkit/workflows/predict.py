@@ -9,7 +9,7 @@ from segkit import models, viz
 from segkit.data.palette import TRAIN_CLASS_COLORS
 from segkit.data.readers import read_image
 from segkit.errors import SegkitError
-from segkit.training import evaluate, runs
+from segkit.workflows import loading, runs
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -21,15 +21,15 @@ def predict(model, inputs, *, out, tta=None, window=None) -> list[Path]:
     than the model's input they are padded and cropped back, larger they are predicted in overlapping tiles
     of the model's input size (or of `window` (h, w) when given).
     """
-    net, run = evaluate.load_model(model)
-    colors = class_colors(run, evaluate.num_classes_of(net))
+    net, run = loading.load_model(model)
+    colors = class_colors(run, loading.num_classes_of(net))
     paths = image_files(inputs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
         image = read_image(path)
-        tiles = evaluate.window_for(net, image.shape[:2], window)
+        tiles = loading.window_for(net, image.shape[:2], window)
         mask = models.predict(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
         for suffix, picture in (("mask", viz.colorize(mask, colors)), ("overlay", viz.overlay(image, mask, colors))):
             target = out / f"{path.stem}_{suffix}.png"

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from segkit.training import runs
+from segkit.workflows import runs
 
 MONITOR = "val_miou"  # best.keras is the model with the highest validation mIoU
 

@@ -2,7 +2,7 @@
 
 import keras
 
-from segkit.training.config import OPTIMIZERS
+from segkit.workflows.config import OPTIMIZERS
 
 
 def build(spec: dict, total_steps: int) -> keras.optimizers.Optimizer:

@@ -14,7 +14,7 @@ import pandas as pd
 from segkit import data as data_lib
 from segkit import models, viz
 from segkit.errors import SegkitError
-from segkit.training import datasets, evaluate, report, runs
+from segkit.workflows import datasets, evaluate, loading, report, runs
 
 LATENCY_REPEATS = 5
 
@@ -67,7 +67,7 @@ def _load(path) -> dict:
     run = runs.Run.open(path)
     if not run.file(runs.METRICS).is_file():
         raise SegkitError(f"run {run.path} has not finished (no {runs.METRICS}); finish it with segkit train --resume")
-    model, _ = evaluate.load_model(run.path)
+    model, _ = loading.load_model(run.path)
     return {
         "run": run,
         "name": run.config["name"],

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from segkit.errors import SegkitError
-from segkit.training import evaluate
+from segkit.workflows import loading
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 TOLERANCE = {"savedmodel": 1e-4, "tflite": 1e-3, "onnx": 1e-3}  # max abs logit difference allowed
@@ -28,7 +28,7 @@ def export(model, *, format="savedmodel", out=None, sample_size=(256, 256)) -> P
     if format not in FORMATS:
         raise SegkitError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     _check_available(format)
-    net, run = evaluate.load_model(model)
+    net, run = loading.load_model(model)
     out = Path(out) if out is not None else _default_out(model, run, format)
     if out.exists():
         raise SegkitError(f"{out} already exists; remove it or choose another --out")

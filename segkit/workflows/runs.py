@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from segkit.errors import SegkitError
-from segkit.training import config as config_lib
+from segkit.workflows import config as config_lib
 
 STATE = "state.json"
 CONFIG = "config.yaml"

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from segkit import metrics, models, viz
-from segkit.training import evaluate, runs
+from segkit.workflows import evaluate, loading, runs
 
 GRID_ITEMS = 4
 
@@ -19,7 +19,7 @@ def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
     state = run.state
     if not run.file(runs.BEST).is_file():
         return None
-    model, _ = evaluate.load_model(run.file(runs.BEST))
+    model, _ = loading.load_model(run.file(runs.BEST))
     val = data.val
     cm = evaluate.confusion(model, val.dataset.images, val.dataset.masks, val.indices,
                             num_classes=data.num_classes, batch_size=batch_size)

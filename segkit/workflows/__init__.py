@@ -1,0 +1,6 @@
+"""The jobs a user runs, composed from segkit's data, models, losses and metrics: train, evaluate, predict, compare, export.
+
+One module per job; the functions are `segkit.train`, `segkit.evaluate`, `segkit.predict`,
+`segkit.compare` and `segkit.export` (each defined in the module of the same name here).
+`loading` brings a trained model back from a run folder or a .keras file for all of them.
+"""
