@@ -10,7 +10,7 @@ from PIL import Image
 
 from segkit import data
 from segkit.errors import SegkitError
-from segkit.workflows.runs import atomic_path
+from segkit.files import atomic_path
 from segkit.viz import sample_grid
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

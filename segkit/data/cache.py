@@ -6,14 +6,13 @@ failed or killed prepare never leaves a cache that loads.
 """
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from segkit import files
 from segkit.data.palette import IGNORE_INDEX
 from segkit.data.readers import Reader, open_reader
 from segkit.errors import SegkitError
@@ -22,7 +21,6 @@ CACHE_VERSION = 1
 MANIFEST = "manifest.json"
 IMAGES = "images.npy"
 MASKS = "masks.npy"
-_TEMP_MARK = ".partial-"
 
 
 def prepare(format: str, src, out, *, size=None, classes: str = "train", split: str | None = None) -> dict:
@@ -36,16 +34,10 @@ def prepare(format: str, src, out, *, size=None, classes: str = "train", split: 
     out = Path(out)
     _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_partials(out)
-    partial = out.parent / f".{out.name}{_TEMP_MARK}{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    try:
+    files.remove_abandoned(out)  # left by a prepare that was killed: caches are big
+    with files.atomic_path(out) as partial:
+        partial.mkdir()
         manifest = _write_cache(reader, partial, None if size is None else _check_size(size))
-        _move_into_place(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -60,36 +52,6 @@ def _check_replaceable(out: Path) -> None:
         raise SegkitError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise SegkitError(f"{out}: folder exists, is not empty and is not a segkit cache; choose another --out")
-
-
-def _remove_abandoned_partials(out: Path) -> None:
-    """Temporary folders left by a prepare that was killed (its process is gone) are deleted."""
-    for partial in out.parent.glob(f".{out.name}{_TEMP_MARK}*"):
-        pid = partial.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(partial, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _move_into_place(partial: Path, out: Path) -> None:
-    """Rename the finished folder to `out`; an old cache there is moved aside first and deleted after."""
-    old = None
-    if out.is_dir() and any(out.iterdir()):
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(partial, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _resize(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]):

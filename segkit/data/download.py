@@ -6,17 +6,14 @@ place only once everything is out. Members with absolute paths or `..`, links po
 and device files are refused before anything is written. A failure leaves nothing behind.
 """
 
-import hashlib
 import os
 import stat
 import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from segkit import files
 from segkit.errors import SegkitError
 
 __all__ = ["DATASETS", "download"]
@@ -50,8 +47,6 @@ DATASETS = {
     ),
 }
 
-CHUNK = 1 << 20
-
 
 def download(name: str, out, *, url: str | None = None, sha256: str | None = None) -> Path:
     """Fetch dataset `name` into `out/<name>` and return that folder (the reader's SRC).
@@ -75,8 +70,8 @@ def download(name: str, out, *, url: str | None = None, sha256: str | None = Non
     out.mkdir(parents=True, exist_ok=True)
     print(f"downloading {name} from {url}")
     try:
-        with tempfile.TemporaryDirectory(dir=out, prefix=f".{name}-download-") as work:
-            _download_into(Path(work), url, expected, spec.root_entries, target)
+        with files.atomic_path(target) as partial:
+            _download_into(partial, url, expected, spec.root_entries)
     except BaseException:
         if created_out and not any(out.iterdir()):
             out.rmdir()
@@ -84,15 +79,16 @@ def download(name: str, out, *, url: str | None = None, sha256: str | None = Non
     return target
 
 
-def _download_into(work: Path, url: str, expected: str | None, root_entries: tuple[str, ...], target: Path) -> None:
-    archive = work / "archive"
-    digest = _fetch(url, archive)
+def _download_into(partial: Path, url: str, expected: str | None, root_entries: tuple[str, ...]) -> None:
+    """Fetches, checks and extracts the archive beside `partial` (a private scratch folder), then makes its root `partial`."""
+    archive = partial.with_name("archive")
+    digest = files.download(url, archive, "sha256")
     print(f"sha256 {digest}  {url}")
     if expected is not None and digest != expected:
         raise SegkitError(f"{url}: SHA-256 is {digest}, expected {expected}; the download was deleted")
-    extracted = work / "extracted"
+    extracted = partial.with_name("extracted")
     _extract(archive, extracted, url)
-    os.replace(_find_root(extracted, root_entries, url), target)
+    os.replace(_find_root(extracted, root_entries, url), partial)
 
 
 def _normalise_digest(digest: str | None) -> str | None:
@@ -102,26 +98,6 @@ def _normalise_digest(digest: str | None) -> str | None:
     if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
         raise SegkitError(f"sha256 must be 64 hexadecimal digits, got {digest!r}")
     return digest
-
-
-def _fetch(url: str, dest: Path) -> str:
-    """Stream `url` into `dest`, returning the SHA-256 hex digest of the bytes received."""
-    hasher = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
-            expected_size = response.headers.get("Content-Length")
-            received = 0
-            while chunk := response.read(CHUNK):
-                hasher.update(chunk)
-                f.write(chunk)
-                received += len(chunk)
-    except urllib.error.HTTPError as err:
-        raise SegkitError(f"{url}: HTTP {err.code} {err.reason}") from None
-    except (urllib.error.URLError, OSError) as err:
-        raise SegkitError(f"{url}: download failed ({getattr(err, 'reason', err)})") from None
-    if expected_size is not None and received != int(expected_size):
-        raise SegkitError(f"{url}: connection closed after {received} of {expected_size} bytes")
-    return hasher.hexdigest()
 
 
 def _extract(archive: Path, dest: Path, url: str) -> None:

@@ -4,13 +4,12 @@ Each scene is drawn twice at once, as a trainId mask and as a flat-colour "albed
 textured per class and lit, so every class has its own look (with noise) and the task is learnable.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from segkit import files
 from segkit.data.palette import IGNORE_INDEX, TRAIN_CLASSES, TRAIN_CLASS_COLORS
 from segkit.errors import SegkitError
 
@@ -392,20 +391,8 @@ def write_synthetic(out, count: int, seed: int = 0, size: tuple[int, int] = (256
         ok, data = cv2.imencode(".jpg", composite[..., ::-1], jpeg_params)
         if not ok:
             raise SegkitError(f"could not encode synthetic scene {i} as JPEG")
-        paths.append(_write_atomic(out / f"{i}.jpg", data.tobytes()))
+        paths.append(files.write_bytes(out / f"{i}.jpg", data.tobytes()))
     return paths
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _check_size(size) -> tuple[int, int]:

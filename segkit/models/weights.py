@@ -2,16 +2,14 @@
 
 import hashlib
 import os
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import h5py
 import keras
 import numpy as np
 
+from segkit import files
 from segkit.errors import SegkitError
 from segkit.models.resnet import ENCODERS, resnet_encoder
 
@@ -23,7 +21,6 @@ IMAGENET_FILES = {
     "resnet50": ("resnet50_imagenet_1000_no_top.h5", "db3b217156506944570ac220086f09b6"),
 }
 KNOWN_MD5 = dict(IMAGENET_FILES.values())
-DOWNLOAD_TIMEOUT_S = 60
 
 
 def load_encoder_weights(model, source, encoder):
@@ -141,29 +138,17 @@ def _cache_dir():
 
 
 def _fetch(url, file_name, md5):
-    """Downloads `url` into the cache as `file_name` (temp file + rename), verifying `md5` if given."""
+    """Downloads `url` into the cache as `file_name` (whole or not at all), verifying `md5` if given."""
     target = _cache_dir() / file_name
     if target.is_file() and (md5 is None or _md5(target) == md5):
         return target
-    partial = tempfile.NamedTemporaryFile(dir=target.parent, prefix=file_name, suffix=".part", delete=False)
-    try:
-        with partial, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            while chunk := response.read(1 << 20):
-                partial.write(chunk)
-        got = _md5(partial.name)
+    with files.atomic_path(target) as partial:
+        got = files.download(url, partial, "md5")
         if md5 is not None and got != md5:
             raise SegkitError(f"{url}: downloaded file has md5 {got}, expected {md5}; it was not kept")
-        os.replace(partial.name, target)
-    except (urllib.error.URLError, OSError) as error:
-        raise SegkitError(f"could not download encoder weights from {url}: {error}") from None
-    finally:
-        Path(partial.name).unlink(missing_ok=True)
     return target
 
 
 def _md5(path):
-    digest = hashlib.md5()
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from segkit import files
 from segkit.workflows import runs
 
 MONITOR = "val_miou"  # best.keras is the model with the highest validation mIoU
@@ -67,10 +68,10 @@ class RunRecorder(keras.callbacks.Callback):
         epoch = row["epoch"]
         improved = state["best_miou"] is None or row[MONITOR] > state["best_miou"]
         if improved:
-            with runs.atomic_path(self.run.file(runs.BEST)) as tmp:
+            with files.atomic_path(self.run.file(runs.BEST)) as tmp:
                 self.inference_model.save(tmp)
         checkpoint = self.run.checkpoint_name(epoch)
-        with runs.atomic_path(self.run.file(checkpoint)) as tmp:
+        with files.atomic_path(self.run.file(checkpoint)) as tmp:
             self.model.save(tmp)
         history = state["history"] + [row]
         new_state = {
@@ -86,7 +87,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.run.write_state(new_state)  # the commit point
         self.state = new_state
         self.run.remove_stale_checkpoints()
-        runs.write_text(self.run.file(runs.HISTORY), pd.DataFrame(history).to_csv(index=False))
+        files.write_text(self.run.file(runs.HISTORY), pd.DataFrame(history).to_csv(index=False))
 
     def _over_budget(self) -> bool:
         return self.max_seconds is not None and self._seconds_before + self._elapsed() >= self.max_seconds

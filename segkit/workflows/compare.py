@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from segkit import data as data_lib
-from segkit import models, viz
+from segkit import files, models, viz
 from segkit.errors import SegkitError
 from segkit.workflows import datasets, evaluate, loading, report, runs
 
@@ -57,7 +57,7 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     for name, fig in figures.items():
         report.save_figure(fig, out / name)
     text = _markdown(entries, table, per_class, figures, split, same_items)
-    runs.write_text(out / "report.md", text)
+    files.write_text(out / "report.md", text)
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"report: {out / 'report.md'}")
     return {"report": out / "report.md", "table": table, "per_class": per_class}

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from segkit import metrics, models
+from segkit import files, metrics, models
 from segkit.errors import SegkitError
 from segkit.workflows import datasets, runs
 from segkit.workflows.loading import load_model, num_classes_of, window_for
@@ -60,7 +60,7 @@ def evaluate(model, data, *, format=None, split=None, classes="train", tta=None,
         print(metrics.report(cm, dataset.classes).to_string(float_format=lambda v: f"{v:.4f}"))
         print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  ({count} images, {path})")
     if json_path is not None:
-        runs.write_text(json_path, json.dumps(result, indent=2) + "\n")
+        files.write_text(json_path, json.dumps(result, indent=2) + "\n")
     return result
 
 

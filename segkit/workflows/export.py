@@ -1,14 +1,12 @@
 """`segkit.export`: a trained model as a TensorFlow SavedModel, TFLite or ONNX file, checked against Keras' outputs."""
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from segkit import files
 from segkit.errors import SegkitError
 from segkit.workflows import loading
 
@@ -35,14 +33,13 @@ def export(model, *, format="savedmodel", out=None, sample_size=(256, 256)) -> P
     out.parent.mkdir(parents=True, exist_ok=True)
     sample = _sample_input(net, sample_size)
     expected = keras.ops.convert_to_numpy(net(sample, training=False))
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.partial-") as work:
-        written = _WRITERS[format](net, Path(work))
-        actual = _RUNNERS[format](written, sample)
+    with files.atomic_path(out) as partial:
+        _WRITERS[format](net, partial)
+        actual = _RUNNERS[format](partial, sample)
         difference = float(np.max(np.abs(actual - expected)))
         if not difference <= TOLERANCE[format]:
             raise SegkitError(f"the {format} export of {model} gives logits up to {difference:.3g} away from Keras' "
                               f"(allowed {TOLERANCE[format]}); nothing written")
-        os.replace(written, out)
     print(f"exported {model} -> {out} ({format}; max abs logit difference to Keras {difference:.2e})")
     return out
 
@@ -65,10 +62,8 @@ def _sample_input(net, sample_size) -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 255, size=(1, height, width, 3)).astype("float32")
 
 
-def _write_savedmodel(net, work: Path) -> Path:
-    path = work / "savedmodel"
+def _write_savedmodel(net, path: Path) -> None:
     net.export(str(path), format="tf_saved_model", verbose=False)
-    return path
 
 
 def _run_savedmodel(path: Path, sample) -> np.ndarray:
@@ -78,14 +73,12 @@ def _run_savedmodel(path: Path, sample) -> np.ndarray:
     return np.asarray(loaded.serve(tf.constant(sample)))
 
 
-def _write_tflite(net, work: Path) -> Path:
+def _write_tflite(net, path: Path) -> None:
     import tensorflow as tf
 
-    saved = _write_savedmodel(net, work)
-    path = work / "model.tflite"
+    saved = path.with_name("savedmodel.scratch")  # beside `path` in atomic_path's private folder, deleted with it
+    _write_savedmodel(net, saved)
     path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
-    shutil.rmtree(saved)
-    return path
 
 
 def _run_tflite(path: Path, sample) -> np.ndarray:
@@ -98,10 +91,8 @@ def _run_tflite(path: Path, sample) -> np.ndarray:
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def _write_onnx(net, work: Path) -> Path:
-    path = work / "model.onnx"
+def _write_onnx(net, path: Path) -> None:
     net.export(str(path), format="onnx", verbose=False)
-    return path
 
 
 def _run_onnx(path: Path, sample) -> np.ndarray:

@@ -5,7 +5,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segkit import models, viz
+from segkit import files, models, viz
 from segkit.data.palette import TRAIN_CLASS_COLORS
 from segkit.data.readers import read_image
 from segkit.errors import SegkitError
@@ -54,23 +54,22 @@ def image_files(inputs) -> list[Path]:
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     if not inputs:
         raise SegkitError("no input images given")
-    files = []
+    found_files = []
     for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise SegkitError(f"folder {item} has no images ({', '.join(IMAGE_SUFFIXES)})")
-            files.extend(found)
+            found_files.extend(found)
         elif item.is_file():
-            files.append(item)
+            found_files.append(item)
         else:
             raise SegkitError(f"input {item} does not exist")
-    return files
+    return found_files
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
     if not ok:
         raise SegkitError(f"could not encode {path}")
-    with runs.atomic_path(path) as tmp:
-        tmp.write_bytes(encoded.tobytes())
+    files.write_bytes(path, encoded.tobytes())

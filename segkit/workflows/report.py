@@ -4,7 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from segkit import metrics, models, viz
+from segkit import files, metrics, models, viz
 from segkit.workflows import evaluate, loading, runs
 
 GRID_ITEMS = 4
@@ -32,7 +32,7 @@ def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
     }
     runs.write_json(run.file(runs.METRICS), result)
     table = metrics.report(cm, data.classes)
-    runs.write_text(run.file(runs.PER_CLASS), table.to_csv(float_format="%.6f"))
+    files.write_text(run.file(runs.PER_CLASS), table.to_csv(float_format="%.6f"))
     save_figure(viz.plot_learning_curves(pd.DataFrame(state["history"]), title=run.path.name), run.figure_path("learning_curves.png"))
     save_figure(viz.plot_confusion(cm, data.classes), run.figure_path("confusion.png"))
     images, truth, predicted = predicted_samples(val, {"prediction": model})
@@ -64,6 +64,6 @@ def summary(run: runs.Run, result: dict, table: pd.DataFrame) -> str:
 
 
 def save_figure(fig, path) -> None:
-    with runs.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)  # a no-op for bare Figures; frees pyplot-managed ones

@@ -9,14 +9,13 @@ Layout of `runs/<config-name>-<timestamp>/`:
     metrics.json, per_class.csv, figures/*.png      written when training ends
 """
 
-import contextlib
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 
 import yaml
 
+from segkit import files
 from segkit.errors import SegkitError
 from segkit.workflows import config as config_lib
 
@@ -30,25 +29,8 @@ PER_CLASS = "per_class.csv"
 FIGURES = "figures"
 
 
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path next to `path` (same suffix, so writers infer the format); renames it into place on success."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
 def write_json(path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+    files.write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
 
 
 class Run:
@@ -72,7 +54,7 @@ class Run:
         else:
             raise SegkitError(f"could not create a new run folder in {runs_dir}")
         run = cls(path)
-        write_text(path / CONFIG, config_lib.dump(config))
+        files.write_text(path / CONFIG, config_lib.dump(config))
         run.write_state({"epoch": 0, "checkpoint": None, "history": [], "best_miou": None, "best_epoch": None,
                          "train_seconds": 0.0, "status": "created"})
         return run
