@@ -48,14 +48,14 @@ def _train(args):
 def _evaluate(args):
     import segkit
 
-    segkit.evaluate(args.model, args.data, format=args.format, split=args.split, classes=args.classes, tta=args.tta,
+    segkit.evaluate(args.model_path, args.data, format=args.format, split=args.split, classes=args.classes, tta=args.tta,
                     json_path=args.json, batch_size=args.batch_size)
 
 
 def _predict(args):
     import segkit
 
-    segkit.predict(args.model, args.inputs, out=args.out, tta=args.tta, window=args.window)
+    segkit.predict(args.model_path, args.inputs, out=args.out, tta=args.tta, window=args.window)
 
 
 def _compare(args):
@@ -67,7 +67,7 @@ def _compare(args):
 def _export(args):
     import segkit
 
-    segkit.export(args.model, format=args.format, out=args.out)
+    segkit.export(args.model_path, format=args.format, out=args.out)
 
 
 def _add_model_commands(sub):
@@ -80,7 +80,7 @@ def _add_model_commands(sub):
     p.set_defaults(run=_train)
 
     p = sub.add_parser("evaluate", help="per-class IoU table and means of a model on a dataset")
-    p.add_argument("model", help=model_help)
+    p.add_argument("model_path", metavar="MODEL", help=model_help)
     p.add_argument("--data", required=True, help="a prepared dataset folder, or a raw one with --format")
     p.add_argument("--format", choices=DATA_FORMATS, help="format of a raw dataset (prepared into data/prepared once)")
     p.add_argument("--split", help="split of a raw layout (train, val, test)")
@@ -91,7 +91,7 @@ def _add_model_commands(sub):
     p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("predict", help="colour masks and overlays for images of any size")
-    p.add_argument("model", help=model_help)
+    p.add_argument("model_path", metavar="MODEL", help=model_help)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True, help="folder for <name>_mask.png and <name>_overlay.png")
     p.add_argument("--tta", choices=("flip",))
@@ -105,7 +105,7 @@ def _add_model_commands(sub):
     p.set_defaults(run=_compare)
 
     p = sub.add_parser("export", help="export a model and check the export's outputs match")
-    p.add_argument("model", help=model_help)
+    p.add_argument("model_path", metavar="MODEL", help=model_help)
     p.add_argument("--format", required=True, choices=("savedmodel", "tflite", "onnx"))
     p.add_argument("--out", help="output path (default: export/ in the run folder, or next to the model file)")
     p.set_defaults(run=_export)

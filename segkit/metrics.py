@@ -15,7 +15,7 @@ from keras import ops
 
 from segkit.errors import SegkitError
 
-__all__ = ["confusion_matrix", "scores", "report", "MeanIoU"]
+__all__ = ["confusion_matrix", "scores", "per_class_table", "MeanIoU"]
 
 
 def confusion_matrix(y_true, y_pred, num_classes, ignore_index=255):
@@ -64,7 +64,7 @@ def scores(cm):
     }
 
 
-def report(cm, class_names):
+def per_class_table(cm, class_names):
     """A table with one row per class (IoU, accuracy, Dice, pixel share, pixels) and a last `mean` row.
 
     The mean row holds mIoU, mean class accuracy and mean Dice (each over the classes that are not
@@ -74,7 +74,7 @@ def report(cm, class_names):
     cm = _check_confusion(cm)
     names = [str(name) for name in class_names]
     if len(names) != cm.shape[0]:
-        raise SegkitError(f"report got {len(names)} class names for a {cm.shape[0]}-class confusion matrix")
+        raise SegkitError(f"per_class_table got {len(names)} class names for a {cm.shape[0]}-class confusion matrix")
     result = scores(cm)
     table = pd.DataFrame(
         {
@@ -107,21 +107,20 @@ class MeanIoU(keras.metrics.Metric):
     state at the start of every epoch and evaluation. Under a distribution strategy each replica
     counts its own pixels and the counts are summed when read.
 
-    `y_pred` may be logits or probabilities: the predicted class is their argmax either way;
-    `from_logits` is recorded for symmetry with the losses. A traced graph cannot raise on data, so
+    `y_pred` may be logits or probabilities: the predicted class is their argmax either way, so,
+    unlike the losses, the metric takes no `from_logits`. A traced graph cannot raise on data, so
     labels outside 0..C-1 that are not `ignore_index` are counted apart: `result()` is then NaN
     and `confusion()` raises, rather than a silently wrong score. Each instance gets its own default
     name (`mean_iou`, `mean_iou_1`, ...), so several can sit side by side in one `compile`.
     """
 
-    def __init__(self, num_classes, ignore_index=255, from_logits=True, name=None, dtype=None):
+    def __init__(self, num_classes, ignore_index=255, name=None, dtype=None):
         if name is None:
             uid = keras.backend.get_uid("segkit_mean_iou")
             name = "mean_iou" if uid == 1 else f"mean_iou_{uid - 1}"
         super().__init__(name=name, dtype=dtype)
         self.num_classes = _check_num_classes(num_classes)
         self.ignore_index = int(ignore_index)
-        self.from_logits = bool(from_logits)
         shape = (self.num_classes, self.num_classes)
         self._low = self.add_variable(shape, "zeros", dtype="int32", name="confusion_low")
         self._high = self.add_variable(shape, "zeros", dtype="int32", name="confusion_high")
@@ -172,7 +171,6 @@ class MeanIoU(keras.metrics.Metric):
             **super().get_config(),
             "num_classes": self.num_classes,
             "ignore_index": self.ignore_index,
-            "from_logits": self.from_logits,
         }
 
 

@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 from segkit.errors import SegkitError
 from segkit.losses import CrossEntropy
-from segkit.metrics import MeanIoU, confusion_matrix, report, scores
+from segkit.metrics import MeanIoU, confusion_matrix, per_class_table, scores
 from support import REPO
 
 pytestmark = pytest.mark.backend_agnostic
@@ -112,7 +112,7 @@ def test_hand_worked_three_class_example():
     assert result["pixel_accuracy"] == pytest.approx(5 / 7)
     assert result["fw_iou"] == pytest.approx(3 / 7 * 2 / 3 + 3 / 7 * 1 / 2 + 1 / 7 * 1 / 2)
 
-    table = report(cm, ["road", "car", "sky"])
+    table = per_class_table(cm, ["road", "car", "sky"])
     assert list(table.index) == ["road", "car", "sky", "mean"]
     np.testing.assert_allclose(table.loc["car", ["IoU", "accuracy", "Dice", "pixel share"]], [1 / 2, 2 / 3, 4 / 6, 3 / 7])
     assert table.loc["mean", "IoU"] == pytest.approx(result["miou"])
@@ -252,7 +252,7 @@ def test_scores_reject_bad_matrices(cm, message):
     with pytest.raises(SegkitError, match=message):
         scores(cm)
     with pytest.raises(SegkitError, match="2 class names for a 3-class"):
-        report(np.eye(3, dtype=np.int64), ["a", "b"])
+        per_class_table(np.eye(3, dtype=np.int64), ["a", "b"])
 
 
 MIRRORED_FIT = textwrap.dedent(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from segkit.errors import SegkitError
-from segkit.models import build, predict, required_multiple, resnet_encoder
+from segkit.models import build, predict_probabilities, required_multiple, resnet_encoder
 
 
 NUM_CLASSES = 3
@@ -61,7 +61,7 @@ def test_trains_reloads_in_safe_mode_and_predicts_any_size(tmp_path):
     model.save(tmp_path / "deeplab.keras")
     reloaded = keras.saving.load_model(tmp_path / "deeplab.keras", safe_mode=True)
     np.testing.assert_allclose(reloaded.predict_on_batch(x), logits, atol=1e-5)
-    assert predict(reloaded, x[0, :41, :50]).shape == (41, 50, NUM_CLASSES)  # padded to 48x64, cropped back
+    assert predict_probabilities(reloaded, x[0, :41, :50]).shape == (41, 50, NUM_CLASSES)  # padded to 48x64, cropped back
 
 
 def test_sizes_that_are_not_multiples_of_16_are_refused_at_build():

@@ -1,11 +1,11 @@
-"""predict (padding, flip TTA, sliding windows), required_multiple and model_stats on small stand-in models."""
+"""predict_probabilities (padding, flip TTA, sliding windows), required_multiple and model_stats on small stand-in models."""
 
 import keras
 import numpy as np
 import pytest
 
 from segkit.errors import SegkitError
-from segkit.models.inference import predict, required_multiple
+from segkit.models.inference import predict_probabilities, required_multiple
 from segkit.models.layers import AdaptiveAveragePooling2D, ResizeToMatch
 from segkit.models.stats import count_flops, model_stats
 
@@ -72,7 +72,7 @@ def test_padding_is_cropped_off_and_does_not_leak_into_a_per_pixel_model(image):
     with pytest.raises(Exception):  # the raw graph cannot take 30x46: the Add sees 30 vs 28 rows
         run(model, image[None])
     for pad_mode in ("reflect", "constant"):
-        probs = predict(model, image, pad_mode=pad_mode)
+        probs = predict_probabilities(model, image, pad_mode=pad_mode)
         assert probs.shape == (30, 46, NUM_CLASSES) and probs.dtype == np.float32
         np.testing.assert_allclose(probs, pixel_probabilities(model, image), atol=1e-5)
 
@@ -81,13 +81,13 @@ def test_padding_reflects_at_bottom_and_right_for_a_model_with_context(image):
     model = context_model()
     padded = np.pad(image.astype("float32"), ((0, 2), (0, 2), (0, 0)), mode="reflect")  # 32x48: multiples of 4
     expected = softmax(run(model, padded[None])[0])[:30, :46]
-    np.testing.assert_allclose(predict(model, image), expected, atol=1e-5)
+    np.testing.assert_allclose(predict_probabilities(model, image), expected, atol=1e-5)
 
 
 def test_batch_in_batch_out(image):
     model = per_pixel_model()
     batch = np.stack([image, image[::-1]])
-    probs = predict(model, batch, batch_size=1)
+    probs = predict_probabilities(model, batch, batch_size=1)
     assert probs.shape == (2, 30, 46, NUM_CLASSES)
     np.testing.assert_allclose(probs[1], pixel_probabilities(model, image[::-1]), atol=1e-5)
 
@@ -97,7 +97,7 @@ def test_flip_tta_averages_the_mirrored_prediction(image):
     x = image[None, :28, :44].astype("float32")
     plain = softmax(run(model, x))[0]
     mirrored = softmax(run(model, x[:, :, ::-1]))[0, :, ::-1]
-    tta = predict(model, x[0], tta="flip")
+    tta = predict_probabilities(model, x[0], tta="flip")
     np.testing.assert_allclose(tta, (plain + mirrored) / 2, atol=1e-5)
     assert np.abs(tta - plain).max() > 1e-3  # the model is not mirror-symmetric, so TTA changed something
 
@@ -105,9 +105,9 @@ def test_flip_tta_averages_the_mirrored_prediction(image):
 def test_sliding_window_on_a_per_pixel_model_equals_the_whole_image():
     image = np.random.default_rng(2).integers(0, 256, (70, 90, 3)).astype("uint8")
     model = per_pixel_model()
-    windowed = predict(model, image, window=(32, 32), overlap=1 / 3)
+    windowed = predict_probabilities(model, image, window=(32, 32), overlap=1 / 3)
     np.testing.assert_allclose(windowed, pixel_probabilities(model, image), atol=1e-5)
-    np.testing.assert_allclose(windowed, predict(model, image), atol=1e-5)
+    np.testing.assert_allclose(windowed, predict_probabilities(model, image), atol=1e-5)
 
 
 def test_sliding_window_averages_overlapping_tiles():
@@ -117,26 +117,26 @@ def test_sliding_window_averages_overlapping_tiles():
     left = softmax(run(model, image[None, :, :32]))[0]
     right = softmax(run(model, image[None, :, 16:]))[0]
     expected = np.concatenate([left[:, :16], (left[:, 16:] + right[:, :16]) / 2, right[:, 16:]], axis=1)
-    np.testing.assert_allclose(predict(model, image, window=(32, 32), overlap=0.5), expected, atol=1e-5)
+    np.testing.assert_allclose(predict_probabilities(model, image, window=(32, 32), overlap=0.5), expected, atol=1e-5)
 
 
 def test_fixed_size_model_pads_smaller_images_and_tiles_larger_ones():
     model = per_pixel_model(input_shape=(32, 32, 3))
     small = np.random.default_rng(4).integers(0, 256, (20, 27, 3)).astype("uint8")
-    np.testing.assert_allclose(predict(model, small), pixel_probabilities(model, small), atol=1e-5)
+    np.testing.assert_allclose(predict_probabilities(model, small), pixel_probabilities(model, small), atol=1e-5)
     large = np.random.default_rng(5).integers(0, 256, (50, 70, 3)).astype("uint8")
-    np.testing.assert_allclose(predict(model, large, window=(32, 32)), pixel_probabilities(model, large), atol=1e-5)
+    np.testing.assert_allclose(predict_probabilities(model, large, window=(32, 32)), pixel_probabilities(model, large), atol=1e-5)
 
 
 def test_inputs_a_model_cannot_take_get_one_line_errors():
     fixed = per_pixel_model(input_shape=(32, 32, 3))
     large = np.zeros((40, 33, 3), "uint8")
     with pytest.raises(SegkitError, match=r"larger than the fixed input 32x32.*window=\(32, 32\).*multiple of 4"):
-        predict(fixed, large)
+        predict_probabilities(fixed, large)
     with pytest.raises(SegkitError, match="fixed input"):
-        predict(fixed, large, window=(16, 16))
+        predict_probabilities(fixed, large, window=(16, 16))
     with pytest.raises(SegkitError, match="multiple of 4"):
-        predict(per_pixel_model(), large, window=(30, 32))
+        predict_probabilities(per_pixel_model(), large, window=(30, 32))
     bad_calls = [
         dict(images=np.zeros((32, 32), "uint8")),
         dict(images=np.zeros((32, 32, 4), "uint8")),
@@ -147,7 +147,7 @@ def test_inputs_a_model_cannot_take_get_one_line_errors():
     ]
     for kwargs in bad_calls:
         with pytest.raises(SegkitError) as error:
-            predict(per_pixel_model(), **kwargs)
+            predict_probabilities(per_pixel_model(), **kwargs)
         assert "\n" not in str(error.value)
 
 

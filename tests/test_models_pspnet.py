@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from segkit.errors import SegkitError
-from segkit.models import AUX_LOSS_WEIGHTS, build, predict, required_multiple, resnet_encoder, without_aux
+from segkit.models import AUX_LOSS_WEIGHTS, build, predict_probabilities, required_multiple, resnet_encoder, without_aux
 from segkit.models.layers import AdaptiveAveragePooling2D, ResizeToMatch
 
 
@@ -129,7 +129,7 @@ def test_aux_head_trains_with_weight_0_4_and_is_dropped_for_inference(tmp_path):
     inference.save(tmp_path / "pspnet.keras")
     reloaded = keras.saving.load_model(tmp_path / "pspnet.keras", safe_mode=True)
     np.testing.assert_allclose(reloaded.predict_on_batch(x), outputs["logits"], atol=1e-5)
-    assert predict(reloaded, x[0, :37, :50]).shape == (37, 50, NUM_CLASSES)  # padded to 40x56, cropped back
+    assert predict_probabilities(reloaded, x[0, :37, :50]).shape == (37, 50, NUM_CLASSES)  # padded to 40x56, cropped back
 
 
 def test_sizes_that_are_not_multiples_of_8_are_refused_at_build():

@@ -30,6 +30,7 @@ def prepare(format: str, src, out, *, size=None, classes: str = "train", split: 
     neighbour, after the colour/id mapping at full size). Needed when items differ in size.
     classes, split: as in `open_reader`. An existing cache at `out` is replaced; any other existing content is not.
     """
+    size = None if size is None else _check_resize_hw(size)
     reader = open_reader(format, src, classes=classes, split=split)
     out = Path(out)
     _check_replaceable(out)
@@ -37,11 +38,11 @@ def prepare(format: str, src, out, *, size=None, classes: str = "train", split: 
     files.remove_abandoned(out)  # left by a prepare that was killed: caches are big
     with files.atomic_path(out) as partial:
         partial.mkdir()
-        manifest = _write_cache(reader, partial, None if size is None else _check_size(size))
+        manifest = _write_cache(reader, partial, size)
     return manifest
 
 
-def _check_size(size) -> tuple[int, int]:
+def _check_resize_hw(size) -> tuple[int, int]:
     if len(size) != 2 or not all(int(s) == s and s > 0 for s in size):
         raise SegkitError(f"size={tuple(size)}: expected two positive integers (H, W)")
     return int(size[0]), int(size[1])

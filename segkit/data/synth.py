@@ -359,7 +359,7 @@ def synthetic_scene(index: int, seed: int = 0, size: tuple[int, int] = (256, 256
 
     The scene depends only on (seed, index, size), so `write_synthetic`'s file `i.jpg` is scene i.
     """
-    height, width = _check_size(size)
+    height, width = _check_scene_size(size)
     canvas = _Canvas(height, width, np.random.default_rng([int(seed), int(index)]))
     street = _Street(canvas)
     _draw_sky(canvas, street)
@@ -377,7 +377,7 @@ def write_synthetic(out, count: int, seed: int = 0, size: tuple[int, int] = (256
     """Write `count` scenes to `out/1.jpg .. out/N.jpg` as composites H x 2W: photo left, official label colours right."""
     if not isinstance(count, (int, np.integer)) or count < 1:
         raise SegkitError(f"count must be a positive integer, got {count!r}")
-    _check_size(size)
+    _check_scene_size(size)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SegkitError(f"{out}: exists and is not a folder")
@@ -395,7 +395,7 @@ def write_synthetic(out, count: int, seed: int = 0, size: tuple[int, int] = (256
     return paths
 
 
-def _check_size(size) -> tuple[int, int]:
+def _check_scene_size(size) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in size)
     except (TypeError, ValueError):

@@ -4,7 +4,7 @@ import inspect
 
 from segkit.errors import SegkitError
 from segkit.models.deeplabv3plus import build_deeplabv3plus
-from segkit.models.inference import predict, required_multiple, without_aux
+from segkit.models.inference import predict_probabilities, required_multiple, without_aux
 from segkit.models.pspnet import AUX_LOSS_WEIGHTS, build_pspnet
 from segkit.models.resnet import ENCODERS, resnet_encoder
 from segkit.models.stats import model_stats
@@ -69,7 +69,7 @@ __all__ = [
     "build",
     "load_encoder_weights",
     "model_stats",
-    "predict",
+    "predict_probabilities",
     "required_multiple",
     "resnet_encoder",
     "without_aux",

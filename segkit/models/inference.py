@@ -1,6 +1,6 @@
 """Inference on any image size: pad to the model's stride and crop back, flip TTA, sliding windows.
 
-`predict` returns per-pixel class probabilities (softmax of the model's logits) as float32.
+`predict_probabilities` returns per-pixel class probabilities (softmax of the model's logits) as float32.
 """
 
 import math
@@ -91,7 +91,7 @@ def _output_stride(layer, in_strides):
     return stride
 
 
-def predict(model, images, *, tta=None, window=None, overlap=1 / 3, batch_size=4, pad_mode="reflect"):
+def predict_probabilities(model, images, *, tta=None, window=None, overlap=1 / 3, batch_size=4, pad_mode="reflect"):
     """Class probabilities (H, W, C) float32 for one image, or (B, H, W, C) for a batch.
 
     images: RGB (H, W, 3) or (B, H, W, 3), uint8 or float in 0..255, any size.

@@ -119,5 +119,5 @@ def check_input_multiple(input_shape, multiple, model_name):
         if side is not None and side % multiple:
             raise SegkitError(
                 f"{model_name} input side {side} in input_shape {tuple(input_shape)} is not a multiple of "
-                f"{multiple}; build with sides that are, or with None sides and let segkit.models.predict pad"
+                f"{multiple}; build with sides that are, or with None sides and let segkit.models.predict_probabilities pad"
             )

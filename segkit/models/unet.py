@@ -16,7 +16,7 @@ def build_unet(num_classes, input_shape=(None, None, 3), encoder="resnet34", dec
 
     `encoder` is one of `ENCODERS` ("resnet18", "resnet34", "resnet50"). Fixed spatial sides must be
     multiples of 32; `None` sides give a fully convolutional model that takes any multiple of 32
-    (`segkit.models.predict` pads other sizes).
+    (`segkit.models.predict_probabilities` pads other sizes).
     """
     check_input_multiple(input_shape, INPUT_MULTIPLE, "U-Net")
     inputs = keras.Input(input_shape, name="image")

@@ -18,10 +18,6 @@ from segkit.workflows import runs
 MONITOR = "val_miou"  # best.keras is the model with the highest validation mIoU
 
 
-class NonFiniteLoss(Exception):
-    """Raised by train() after fit returns when the recorder stopped on a NaN or infinite loss."""
-
-
 class RunRecorder(keras.callbacks.Callback):
     def __init__(self, run: runs.Run, inference_model, state: dict, *, max_seconds=None):
         super().__init__()

@@ -14,7 +14,7 @@ import pandas as pd
 from segkit import data as data_lib
 from segkit import files, models, viz
 from segkit.errors import SegkitError
-from segkit.workflows import datasets, evaluate, loading, report, runs
+from segkit.workflows import datasets, evaluate, loading, run_report, runs
 
 LATENCY_REPEATS = 5
 
@@ -45,7 +45,7 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     per_class = pd.DataFrame({e["name"]: pd.Series(e["metrics"]["per_class_iou"], dtype=float) for e in entries})
     classes = entries[0]["classes"]
     colors = np.asarray(entries[0]["dataset"]["colors"], dtype=np.uint8)
-    images, truth, predicted = report.predicted_samples(split, {e["name"]: e["model"] for e in entries})
+    images, truth, predicted = run_report.predicted_samples(split, {e["name"]: e["model"] for e in entries})
     figures = {
         "class_iou.png": viz.plot_class_iou({e["name"]: per_class[e["name"]].to_numpy() for e in entries}, classes),
         "learning_curves.png": viz.plot_learning_curves({e["name"]: e["history"] for e in entries}),
@@ -55,7 +55,7 @@ def compare(run_dirs, *, out, latency=True) -> dict:
         cm = np.asarray(entry["metrics"]["confusion_matrix"], dtype=np.int64)
         figures[f"confusion_{entry['name']}.png"] = viz.plot_confusion(cm, classes)
     for name, fig in figures.items():
-        report.save_figure(fig, out / name)
+        run_report.save_figure(fig, out / name)
     text = _markdown(entries, table, per_class, figures, split, same_items)
     files.write_text(out / "report.md", text)
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
@@ -109,13 +109,13 @@ def _same_validation(first, entry) -> bool:
 
 
 def _latency_ms(model, split) -> float:
-    """Median wall time of segkit.models.predict on one validation image (after one warm-up call)."""
+    """Median wall time of segkit.models.predict_probabilities on one validation image (after one warm-up call)."""
     image = np.asarray(split.dataset.images[int(split.indices[0])])
-    models.predict(model, image)
+    models.predict_probabilities(model, image)
     times = []
     for _ in range(LATENCY_REPEATS):
         start = time.perf_counter()
-        models.predict(model, image)
+        models.predict_probabilities(model, image)
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
 

@@ -20,7 +20,6 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "poly")
 CLASS_WEIGHTS = ("median", "inverse")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored", "data_parallel")
-TTA = ("flip",)
 
 
 def _model_names():

@@ -58,7 +58,7 @@ def open_dataset(path, *, format=None, split=None, classes="train", size=None, c
     if not path.exists():
         raise SegkitError(f"dataset path {path} does not exist")
     if (path / "manifest.json").is_file():
-        return _check_size(data_lib.load_prepared(path), path, size), path
+        return _check_size_matches_config(data_lib.load_prepared(path), path, size), path
     if format is None:
         raise SegkitError(f"{path} is not a prepared dataset (no manifest.json); give its format ({', '.join(data_lib.FORMATS)}) to prepare it")
     target = Path(cache) / _cache_name(path, format, split, size, classes)
@@ -108,7 +108,7 @@ def _count(dataset) -> int:
     return int(dataset.images.shape[0])
 
 
-def _check_size(dataset, path: Path, size):
+def _check_size_matches_config(dataset, path: Path, size):
     actual = tuple(int(v) for v in dataset.images.shape[1:3])
     if size is not None and tuple(size) != actual:
         raise SegkitError(f"data.size is {size[0]}x{size[1]} but the prepared dataset {path} is {actual[0]}x{actual[1]}; "

@@ -13,7 +13,7 @@ from segkit.workflows.loading import load_model, num_classes_of, window_for
 def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=None) -> np.ndarray:
     """The int64 confusion matrix of `model` over dataset items `indices`, images of any size.
 
-    Smaller images are padded to the model's input and cropped back (segkit.models.predict); larger ones
+    Smaller images are padded to the model's input and cropped back (segkit.models.predict_probabilities); larger ones
     are predicted in overlapping tiles of the model's input size.
     """
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -21,7 +21,7 @@ def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=N
     window = window_for(model, images.shape[1:3])
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        probs = models.predict(model, np.asarray(images[chunk]), tta=tta, window=window, batch_size=batch_size)
+        probs = models.predict_probabilities(model, np.asarray(images[chunk]), tta=tta, window=window, batch_size=batch_size)
         cm += metrics.confusion_matrix(np.asarray(masks[chunk]), probs.argmax(-1), num_classes)
     return cm
 
@@ -40,24 +40,24 @@ def summarize(cm: np.ndarray, classes) -> dict:
     }
 
 
-def evaluate(model, data, *, format=None, split=None, classes="train", tta=None, json_path=None,
+def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=None, json_path=None,
              batch_size=8, cache="data/prepared", verbose=True) -> dict:
-    """Scores `model` (a run folder or .keras file) on dataset `data` (prepared folder, or raw with `format`).
+    """Scores the model at `model_path` (a run folder or .keras file) on dataset `data` (prepared folder, or raw with `format`).
 
     Returns the metrics.json-style dict (miou, pixel_accuracy, mean_accuracy, fw_iou, per_class_iou,
     confusion_matrix); prints the per-class table when `verbose`; writes the dict to `json_path` if given.
     """
     if tta not in (None, "flip"):
         raise SegkitError(f"tta={tta!r} is not supported; use flip or none")
-    net, _ = load_model(model)
+    net, _ = load_model(model_path)
     dataset, path = datasets.open_dataset(data, format=format, split=split, classes=classes, cache=cache)
-    datasets.check_num_classes(num_classes_of(net), len(dataset.classes), model, path)
+    datasets.check_num_classes(num_classes_of(net), len(dataset.classes), model_path, path)
     count = int(dataset.images.shape[0])
     cm = confusion(net, dataset.images, dataset.masks, np.arange(count), num_classes=len(dataset.classes),
                    batch_size=batch_size, tta=tta)
-    result = {"model": str(model), "data": str(path), "num_items": count, "tta": tta, **summarize(cm, dataset.classes)}
+    result = {"model": str(model_path), "data": str(path), "num_items": count, "tta": tta, **summarize(cm, dataset.classes)}
     if verbose:
-        print(metrics.report(cm, dataset.classes).to_string(float_format=lambda v: f"{v:.4f}"))
+        print(metrics.per_class_table(cm, dataset.classes).to_string(float_format=lambda v: f"{v:.4f}"))
         print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  ({count} images, {path})")
     if json_path is not None:
         files.write_text(json_path, json.dumps(result, indent=2) + "\n")

@@ -16,8 +16,8 @@ _SUFFIX = {"savedmodel": "_savedmodel", "tflite": ".tflite", "onnx": ".onnx"}
 _NEEDS = {"savedmodel": ("tensorflow",), "tflite": ("tensorflow",), "onnx": ("tensorflow", "onnx", "tf2onnx", "onnxruntime")}
 
 
-def export(model, *, format="savedmodel", out=None, sample_size=(256, 256)) -> Path:
-    """Exports `model` (run folder or .keras file) and checks the export's logits match the Keras model's.
+def export(model_path, *, format="savedmodel", out=None, sample_size=(256, 256)) -> Path:
+    """Exports the model at `model_path` (run folder or .keras file) and checks the export's logits match the Keras model's.
 
     out: where to write (default: `export/<format>` in the run folder, or next to the model file);
     an existing `out` is never overwritten. sample_size: (H, W) of the check input for models that take any size.
@@ -26,8 +26,8 @@ def export(model, *, format="savedmodel", out=None, sample_size=(256, 256)) -> P
     if format not in FORMATS:
         raise SegkitError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     _check_available(format)
-    net, run = loading.load_model(model)
-    out = Path(out) if out is not None else _default_out(model, run, format)
+    net, run = loading.load_model(model_path)
+    out = Path(out) if out is not None else _default_out(model_path, run, format)
     if out.exists():
         raise SegkitError(f"{out} already exists; remove it or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -38,9 +38,9 @@ def export(model, *, format="savedmodel", out=None, sample_size=(256, 256)) -> P
         actual = _RUNNERS[format](partial, sample)
         difference = float(np.max(np.abs(actual - expected)))
         if not difference <= TOLERANCE[format]:
-            raise SegkitError(f"the {format} export of {model} gives logits up to {difference:.3g} away from Keras' "
+            raise SegkitError(f"the {format} export of {model_path} gives logits up to {difference:.3g} away from Keras' "
                               f"(allowed {TOLERANCE[format]}); nothing written")
-    print(f"exported {model} -> {out} ({format}; max abs logit difference to Keras {difference:.2e})")
+    print(f"exported {model_path} -> {out} ({format}; max abs logit difference to Keras {difference:.2e})")
     return out
 
 
@@ -50,10 +50,10 @@ def _check_available(format: str) -> None:
         raise SegkitError(f"{format} export needs the package(s) {', '.join(missing)} (pip install {' '.join(missing)})")
 
 
-def _default_out(model, run, format: str) -> Path:
+def _default_out(model_path, run, format: str) -> Path:
     if run is not None:
         return run.path / "export" / f"best{_SUFFIX[format]}"
-    path = Path(model)
+    path = Path(model_path)
     return path.with_name(path.stem + _SUFFIX[format])
 
 

@@ -14,14 +14,14 @@ from segkit.workflows import loading, runs
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def predict(model, inputs, *, out, tta=None, window=None) -> list[Path]:
+def predict(model_path, inputs, *, out, tta=None, window=None) -> list[Path]:
     """Writes `<stem>_mask.png` (class colours) and `<stem>_overlay.png` per image into `out`; returns the paths.
 
-    model: a run folder or .keras file. inputs: image files and/or folders of images of any size: smaller
+    model_path: a run folder or .keras file. inputs: image files and/or folders of images of any size: smaller
     than the model's input they are padded and cropped back, larger they are predicted in overlapping tiles
     of the model's input size (or of `window` (h, w) when given).
     """
-    net, run = loading.load_model(model)
+    net, run = loading.load_model(model_path)
     colors = class_colors(run, loading.num_classes_of(net))
     paths = image_files(inputs)
     out = Path(out)
@@ -30,7 +30,7 @@ def predict(model, inputs, *, out, tta=None, window=None) -> list[Path]:
     for path in paths:
         image = read_image(path)
         tiles = loading.window_for(net, image.shape[:2], window)
-        mask = models.predict(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
+        mask = models.predict_probabilities(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
         for suffix, picture in (("mask", viz.colorize(mask, colors)), ("overlay", viz.overlay(image, mask, colors))):
             target = out / f"{path.stem}_{suffix}.png"
             _write_png(target, picture)

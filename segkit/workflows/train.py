@@ -9,10 +9,8 @@ from segkit import data as data_lib
 from segkit import losses, metrics, models
 from segkit.errors import SegkitError, first_line
 from segkit.workflows import config as config_lib
-from segkit.workflows import datasets, distribution, optim, report, runs
+from segkit.workflows import datasets, distribution, optim, run_report, runs
 from segkit.workflows.callbacks import RunRecorder
-
-AUX_LOSS_WEIGHT = 0.4  # PSPNet paper: auxiliary loss weight
 
 
 def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto") -> runs.Run:
@@ -54,7 +52,7 @@ def _train_in(run, cfg, data, verbose) -> runs.Run:
         _fit(cfg, run, state, data, verbose)
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
-    report.finish_run(run, data, batch_size=cfg["train"]["batch_size"])
+    run_report.finish_run(run, data, batch_size=cfg["train"]["batch_size"])
     print(f"run folder: {run.path}")
     return run
 
@@ -127,7 +125,7 @@ def _compile(model, cfg, data, total_steps) -> None:
     optimizer = optim.build(cfg["optimizer"], total_steps)
     if isinstance(model.output, dict):
         model.compile(optimizer, loss={"logits": loss, "aux_logits": loss},
-                      loss_weights={"logits": 1.0, "aux_logits": AUX_LOSS_WEIGHT}, metrics={"logits": [miou]})
+                      loss_weights=models.AUX_LOSS_WEIGHTS, metrics={"logits": [miou]})
     else:
         model.compile(optimizer, loss=loss, metrics=[miou])
 

@@ -31,7 +31,7 @@ def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
         "train_seconds": state["train_seconds"],
     }
     runs.write_json(run.file(runs.METRICS), result)
-    table = metrics.report(cm, data.classes)
+    table = metrics.per_class_table(cm, data.classes)
     files.write_text(run.file(runs.PER_CLASS), table.to_csv(float_format="%.6f"))
     save_figure(viz.plot_learning_curves(pd.DataFrame(state["history"]), title=run.path.name), run.figure_path("learning_curves.png"))
     save_figure(viz.plot_confusion(cm, data.classes), run.figure_path("confusion.png"))
@@ -47,7 +47,8 @@ def predicted_samples(split, models_by_name: dict, count: int = GRID_ITEMS):
     chosen = np.sort(split.indices[:count])
     images = np.asarray(split.dataset.images[chosen])
     truth = np.asarray(split.dataset.masks[chosen])
-    predictions = {name: models.predict(net, images).argmax(-1).astype(np.uint8) for name, net in models_by_name.items()}
+    predictions = {name: models.predict_probabilities(net, images).argmax(-1).astype(np.uint8)
+                   for name, net in models_by_name.items()}
     return images, truth, predictions
 
 
