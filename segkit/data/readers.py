@@ -29,7 +29,7 @@ FORMATS = ("cityscapes-pairs", "cityscapes", "camvid", "camvid32", "folder")
 
 # A label pixel farther than this (Euclidean, RGB 0..255) from every official colour is a blend of
 # neighbouring labels (the pix2pix labels were resized, then JPEG-compressed) and goes to ignore.
-# Measured on the real pairs and on a palette-coloured gtFine frame: see the README's data section.
+# Measured on the real pairs and on a palette-coloured gtFine frame: see docs/data.md.
 PAIRS_MAX_COLOR_DISTANCE = 30.0
 # A label image with more unmatched pixels than this is not a label image of this dataset.
 MAX_UNMATCHED_SHARE = 0.5
