@@ -81,6 +81,8 @@ def download(url: str, dest, algorithm: str = "sha256") -> str:
     A failed connection, an HTTP error or a body shorter than its Content-Length raises a one-line
     SegkitError; `dest` may then hold part of the body (write it inside `atomic_path` to drop it).
     """
+    # Not keras.utils.get_file: importing Keras takes seconds (segkit.data stays numpy + OpenCV), and get_file
+    # downloads straight to its final name, so a killed download of an unhashed file is later reused as complete.
     hasher = hashlib.new(algorithm)
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(dest, "wb") as f:
