@@ -162,6 +162,38 @@ def test_existing_cache_is_replaced_other_folders_are_not(tmp_path):
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize(
+    "contents",
+    [
+        {"manifest.json": '{"name": "webapp"}', "index.html": "<html>", "src/app.js": "x"},
+        {"manifest.json": "[1, 2]", "index.html": "<html>"},
+        {"manifest.json": "\xff not json", "index.html": "<html>"},
+    ],
+    ids=["foreign-manifest", "manifest-not-an-object", "manifest-not-json"],
+)
+def test_folder_with_a_foreign_manifest_is_refused_and_kept(tmp_path, contents):
+    write_folder(tmp_path / "src", sizes=((20, 30),) * 2)
+    out = tmp_path / "webapp"
+    for name, text in contents.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    with pytest.raises(SegkitError, match=r"not a segkit cache \(no manifest\.json written by segkit data prepare\)") as err:
+        prepare("folder", tmp_path / "src", out)
+    assert "\n" not in str(err.value) and str(out) in str(err.value)
+    assert {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()} == contents
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "webapp"]
+
+
+def test_cache_holding_a_user_file_is_refused_and_kept(tmp_path):
+    write_folder(tmp_path / "src", sizes=((20, 30),) * 2)
+    prepare("folder", tmp_path / "src", tmp_path / "cache")
+    (tmp_path / "cache" / "notes.txt").write_text("mine")
+    with pytest.raises(SegkitError, match=r"cache: holds notes\.txt, which is not part of a segkit cache"):
+        prepare("folder", tmp_path / "src", tmp_path / "cache")
+    assert (tmp_path / "cache" / "notes.txt").read_text() == "mine"
+    assert len(load_prepared(tmp_path / "cache")) == 2
+
+
 def test_load_prepared_rejects_what_is_not_a_cache(tmp_path):
     with pytest.raises(SegkitError, match="no such folder"):
         load_prepared(tmp_path / "missing")

@@ -19,6 +19,8 @@ from segkit.data.readers import Reader, open_reader
 from segkit.errors import SegkitError
 
 CACHE_VERSION = 1
+# The manifest field that marks a folder as a segkit cache, and so as safe for prepare to replace.
+_VERSION_KEY = "segkit_cache_version"
 MANIFEST = "manifest.json"
 IMAGES = "images.npy"
 MASKS = "masks.npy"
@@ -56,10 +58,30 @@ def _check_size(size) -> tuple[int, int]:
 
 
 def _check_replaceable(out: Path) -> None:
+    """`out` may be replaced only when it is missing, empty, or provably a cache this module wrote, with nothing added.
+
+    A bare manifest.json proves nothing (web apps and other tools write one too): the manifest must carry
+    segkit's version field, and every entry must be one of the cache's own files.
+    """
     if out.exists() and not out.is_dir():
         raise SegkitError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise SegkitError(f"{out}: folder exists, is not empty and is not a segkit cache; choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not _is_segkit_manifest(out / MANIFEST):
+        raise SegkitError(f"{out}: folder exists, is not empty and is not a segkit cache "
+                          f"(no {MANIFEST} written by segkit data prepare); choose another --out")
+    foreign = sorted(entry.name for entry in out.iterdir() if entry.name not in (MANIFEST, IMAGES, MASKS))
+    if foreign:
+        raise SegkitError(f"{out}: holds {', '.join(foreign[:3])}, which is not part of a segkit cache; "
+                          "move it away or choose another --out")
+
+
+def _is_segkit_manifest(path: Path) -> bool:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get(_VERSION_KEY), int)
 
 
 def _remove_abandoned_partials(out: Path) -> None:
@@ -147,7 +169,7 @@ def _keep_present_classes(masks: np.ndarray, class_names: list[str], colors: np.
 def _manifest(reader: Reader, size, class_names: list[str], colors: np.ndarray, pixel_counts: np.ndarray) -> dict:
     labelled = pixel_counts[: len(class_names)]
     return {
-        "segkit_cache_version": CACHE_VERSION,
+        _VERSION_KEY: CACHE_VERSION,
         "format": reader.format,
         "source": str(Path(reader.source).resolve()),
         "split": reader.split,
