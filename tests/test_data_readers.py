@@ -5,6 +5,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from segkit.data.palette import CITYSCAPES_LABELS, label_id_to_train_id
 from segkit.data.readers import (
@@ -332,6 +333,25 @@ def test_folder_with_coloured_classes_file(tmp_path):
     for name, image, mask in reader:
         np.testing.assert_array_equal(mask, masks[name])
         assert image.shape == (20, 30, 3)
+
+
+@pytest.mark.parametrize("bits", [8, 2])
+def test_folder_takes_palette_png_masks_as_indices(tmp_path, bits):
+    """VOC-style masks: mode "P" PNGs whose pixel values are the class indices and whose palette is only for display."""
+    masks = write_folder(tmp_path)
+    palette = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192]  # VOC: index 255 drawn cream
+    for name, mask in masks.items():
+        if bits == 2:  # a 4-entry palette: Pillow writes 2 bits per pixel, so the ignore value must be < 4
+            mask[mask == 255] = 2
+        image = Image.fromarray(mask, mode="P")
+        image.putpalette(palette[: 3 * 4] if bits == 2 else palette)
+        image.save(tmp_path / "masks" / f"{name}.png", bits=bits)
+        with Image.open(tmp_path / "masks" / f"{name}.png") as saved:
+            assert saved.mode == "P"
+        assert (tmp_path / "masks" / f"{name}.png").read_bytes()[24:26] == bytes([bits, 3])  # IHDR: depth, palette
+    reader = open_reader("folder", tmp_path)
+    for name, _, mask in reader:
+        np.testing.assert_array_equal(mask, masks[name])
 
 
 def test_folder_names_only_classes_file_elsewhere(tmp_path):

@@ -6,6 +6,7 @@ fails before any decoding) and decodes one item at a time. Every reader exposes 
 
 import csv
 import functools
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Callable, Iterator
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from segkit.data.palette import (
     CAMVID11_CLASSES,
@@ -23,7 +25,7 @@ from segkit.data.palette import (
     TRAIN_CLASS_NAMES,
     distinct_cityscapes_colors,
 )
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, first_line
 
 FORMATS = ("cityscapes-pairs", "cityscapes", "camvid", "camvid32", "folder")
 
@@ -75,7 +77,8 @@ def _is_complete(data: np.ndarray) -> bool:
     return True
 
 
-def _decode(path: Path, flags: int) -> np.ndarray:
+def _read_encoded(path: Path) -> np.ndarray:
+    """The bytes of an image file, refused when missing, empty or cut short."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
@@ -84,10 +87,29 @@ def _decode(path: Path, flags: int) -> np.ndarray:
         raise SegkitError(f"{path}: empty file")
     if not _is_complete(data):
         raise SegkitError(f"{path}: truncated image file (no end marker)")
-    decoded = cv2.imdecode(data, flags)
+    return data
+
+
+def _decode(path: Path, flags: int, data: np.ndarray | None = None) -> np.ndarray:
+    decoded = cv2.imdecode(_read_encoded(path) if data is None else data, flags)
     if decoded is None:
         raise SegkitError(f"{path}: corrupt or unsupported image file")
     return decoded
+
+
+def _is_palette_png(data: np.ndarray) -> bool:
+    """PNG colour type 3: pixels are indices into a palette (IHDR is the first chunk; its colour type is byte 25)."""
+    return data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data[12:16].tobytes() == b"IHDR" and data.size > 25 and data[25] == 3
+
+
+def _palette_indices(path: Path, data: np.ndarray) -> np.ndarray:
+    """A palette PNG's pixel indices (OpenCV would expand them to the palette's colours)."""
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as image:
+            image.load()
+            return np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise SegkitError(f"{path}: corrupt palette PNG ({first_line(err)})") from None
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -99,8 +121,12 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_index_mask(path: Path) -> np.ndarray:
-    """A single-channel 8-bit PNG of class indices as uint8 (H, W)."""
-    mask = _decode(Path(path), cv2.IMREAD_UNCHANGED)
+    """A single-channel 8-bit PNG of class indices, or a palette ("P" mode) PNG's indices, as uint8 (H, W)."""
+    path = Path(path)
+    data = _read_encoded(path)
+    if _is_palette_png(data):
+        return _palette_indices(path, data)
+    mask = _decode(path, cv2.IMREAD_UNCHANGED, data)
     if mask.ndim != 2 or mask.dtype != np.uint8:
         channels = 1 if mask.ndim == 2 else mask.shape[2]
         raise SegkitError(
