@@ -177,6 +177,45 @@ def test_real_pairs_mostly_within_threshold(shared_data):
         assert np.all(distance <= PAIRS_MAX_COLOR_DISTANCE + 1)
 
 
+# Of all 2,975 files in cityscapes_pairs_full/train, the real labels closest to the limits (most pixels far from
+# every palette colour, fewest inside one-class areas) and the photos that come closest to passing as labels.
+HARDEST_REAL_LABELS = ("610.jpg", "1494.jpg", "1493.jpg", "1495.jpg")
+MOST_LABEL_LIKE_PHOTOS = ("2049.jpg", "1069.jpg", "2539.jpg", "1701.jpg")
+
+
+def _pairs_sample(shared_data, hardest):
+    """A reader of the full training split and the names of every 10th pair plus `hardest`."""
+    reader = open_reader("cityscapes-pairs", shared_data / "cityscapes_pairs_full" / "train")
+    assert len(reader) == 2975
+    return reader, reader.names[::10] + [Path(name).stem for name in hardest]
+
+
+def test_real_pairs_pass_the_label_checks(shared_data):
+    reader, names = _pairs_sample(shared_data, HARDEST_REAL_LABELS)
+    for name in names:
+        reader.read(name)  # raises on a rejected label half
+
+
+def test_photo_pasted_as_label_is_rejected(shared_data, tmp_path):
+    real, names = _pairs_sample(shared_data, MOST_LABEL_LIKE_PHOTOS)
+    for name in names:
+        photo = cv2.imread(str(real.source / f"{name}.jpg"))[:, :256]
+        cv2.imwrite(str(tmp_path / f"{name}.jpg"), np.concatenate([photo, photo], axis=1), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    reader = open_reader("cityscapes-pairs", tmp_path)
+    for name in reader.names:
+        with pytest.raises(SegkitError, match=rf"{name}\.jpg: .*(is this a label image|is this a photo)"):
+            reader.read(name)
+
+
+def test_label_of_scattered_palette_colours_is_rejected(tmp_path):
+    """Every pixel an exact official colour, but no two neighbours alike: not a piecewise-constant label image."""
+    rng = np.random.default_rng(0)
+    label = OFFICIAL_COLORS[rng.integers(0, len(OFFICIAL_COLORS), (64, 64))]
+    write_png(tmp_path / "x.png", np.concatenate([label, label], axis=1))
+    with pytest.raises(SegkitError, match=r"x\.png: only \d+% of label pixels lie inside one-class areas"):
+        list(open_reader("cityscapes-pairs", tmp_path))
+
+
 def test_pairs_mapping_agrees_with_official_train_ids(shared_data, tmp_path):
     """Independent check: paint the official gtFine frame in palette colours, JPEG it as pairs, read it back."""
     label_dir = shared_data / "cityscapes_gtfine_sample" / "gtFine" / "val" / "frankfurt"
