@@ -418,6 +418,43 @@ def test_truncated_jpeg_names_the_file(tmp_path):
         reader.read("2")
 
 
+def _damage_middle(data: bytes, damage: str) -> bytes:
+    """Spoil a JPEG's entropy-coded data half way through; it still starts and ends with valid markers."""
+    middle = len(data) // 2
+    if damage == "cut":
+        return data[:middle] + data[-2:]
+    return data[:middle] + bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8)) + data[middle + 2000 :]
+
+
+def _camvid_with_jpeg_photo(root: Path, photo: np.ndarray) -> Path:
+    write_jpg(root / "train" / "f1.jpg", photo)
+    write_png(root / "trainannot" / "f1.png", np.zeros(photo.shape[:2], np.uint8))
+    return root / "train" / "f1.jpg"
+
+
+def _folder_with_jpeg_photo(root: Path, photo: np.ndarray) -> Path:
+    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("road\n")
+    write_jpg(root / "images" / "f1.jpg", photo)
+    write_png(root / "masks" / "f1.png", np.zeros(photo.shape[:2], np.uint8))
+    return root / "images" / "f1.jpg"
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage"])
+@pytest.mark.parametrize("fmt, write", [("camvid", _camvid_with_jpeg_photo), ("folder", _folder_with_jpeg_photo)])
+def test_jpeg_corrupt_in_the_middle_is_refused(shared_data, tmp_path, fmt, write, damage):
+    """Before: accepted, its lower part decoded as flat grey. libjpeg reports the damage; the reader must act on it."""
+    photo = cv2.imread(str(shared_data / "camvid11" / "train" / "0001TP_007470.png"))[..., ::-1]
+    path = write(tmp_path, photo)
+    intact = open_reader(fmt, tmp_path).read("f1")[0]
+    path.write_bytes(_damage_middle(path.read_bytes(), damage))
+    assert path.read_bytes()[-2:] == b"\xff\xd9"
+    with pytest.raises(SegkitError, match=r"f1\.jpg: corrupt JPEG data, decoded only in part \(libjpeg: Corrupt JPEG data") as err:
+        open_reader(fmt, tmp_path).read("f1")
+    assert "\n" not in str(err.value)
+    assert np.abs(intact.astype(int) - photo).mean() < 3  # the intact file decodes fine
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_corrupt_png_names_the_file(tmp_path, damage):
     write_camvid32(tmp_path, count=1)
