@@ -550,6 +550,18 @@ def test_bad_classes_file(tmp_path, text, message):
         open_reader("folder", tmp_path)
 
 
+def test_class_tables_that_are_not_utf8_are_one_line_errors(tmp_path):
+    latin1 = "name,r,g,b\nCafé,1,2,3\n".encode("latin-1")
+    write_camvid32(tmp_path / "kaggle", count=1)
+    (tmp_path / "kaggle" / "class_dict.csv").write_bytes(latin1)
+    with pytest.raises(SegkitError, match=r"class_dict\.csv: not UTF-8 text \(byte 0xe9 at offset 14\)"):
+        open_reader("camvid32", tmp_path / "kaggle")
+    write_folder(tmp_path / "folder", count=1)
+    (tmp_path / "folder" / "classes.txt").write_bytes("road\nCafé\n".encode("latin-1"))
+    with pytest.raises(SegkitError, match=r"classes\.txt: not UTF-8 text \(byte 0xe9 at offset 8\)"):
+        open_reader("folder", tmp_path / "folder")
+
+
 def test_three_channel_mask_is_rejected(tmp_path):
     write_folder(tmp_path, count=1)
     write_png(tmp_path / "masks" / "img0.png", np.zeros((20, 30, 3), np.uint8))

@@ -92,7 +92,7 @@ def test_photo_is_aligned_with_and_predictive_of_the_labels():
     assert aligned > max(flipped, shifted) + 0.1
 
 
-@pytest.mark.parametrize("count, size", [(0, (64, 64)), (-2, (64, 64)), (2.5, (64, 64)), (2, (8, 64)), (2, "big")])
+@pytest.mark.parametrize("count, size", [(0, (64, 64)), (-2, (64, 64)), (2.5, (64, 64)), (2, (8, 64)), (2, "big"), (2, (64, 4097))])
 def test_bad_arguments_raise_one_line_errors(tmp_path, count, size):
     with pytest.raises(SegkitError) as err:
         write_synthetic(tmp_path / "out", count, size=size)

@@ -16,7 +16,7 @@ import numpy as np
 
 from segkit.data.palette import IGNORE_INDEX
 from segkit.data.readers import Reader, open_reader
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, first_line
 
 CACHE_VERSION = 1
 # The manifest field that marks a folder as a segkit cache, and so as safe for prepare to replace.
@@ -25,6 +25,8 @@ MANIFEST = "manifest.json"
 IMAGES = "images.npy"
 MASKS = "masks.npy"
 _TEMP_MARK = ".partial-"
+# Largest --size side: 8192 x 8192 is already 200 MB per image in memory while resizing.
+MAX_SIDE = 8192
 
 
 def prepare(format: str, src, out, *, size=None, classes: str = "train", split: str | None = None) -> dict:
@@ -36,14 +38,25 @@ def prepare(format: str, src, out, *, size=None, classes: str = "train", split: 
     """
     reader = open_reader(format, src, classes=classes, split=split)
     out = Path(out)
+    size = None if size is None else _check_size(size)
     _check_replaceable(out)
+    try:
+        return _write_and_move(reader, out, size)
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        raise SegkitError(f"{out}: cannot write the cache ({where}{err.strerror or first_line(err)})") from None
+    except MemoryError:
+        raise SegkitError(f"{out}: out of memory while preparing; try a smaller --size") from None
+
+
+def _write_and_move(reader: Reader, out: Path, size: tuple[int, int] | None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_partials(out)
     partial = out.parent / f".{out.name}{_TEMP_MARK}{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:
-        manifest = _write_cache(reader, partial, None if size is None else _check_size(size))
+        manifest = _write_cache(reader, partial, size)
         _move_into_place(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -54,7 +67,17 @@ def prepare(format: str, src, out, *, size=None, classes: str = "train", split: 
 def _check_size(size) -> tuple[int, int]:
     if len(size) != 2 or not all(int(s) == s and s > 0 for s in size):
         raise SegkitError(f"size={tuple(size)}: expected two positive integers (H, W)")
+    if max(size) > MAX_SIDE:
+        raise SegkitError(f"size={tuple(size)}: each side must be at most {MAX_SIDE} pixels")
     return int(size[0]), int(size[1])
+
+
+def _check_disk_space(folder: Path, count: int, size: tuple[int, int]) -> None:
+    """Refuse up front what would not fit: a memory-mapped write into a full disk ends in SIGBUS, not an error."""
+    needed = count * size[0] * size[1] * 4  # images 3 bytes a pixel, masks 1
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise SegkitError(f"{folder.parent}: the cache needs {needed:,} bytes of disk, only {free:,} are free")
 
 
 def _check_replaceable(out: Path) -> None:
@@ -131,6 +154,7 @@ def _write_cache(reader: Reader, folder: Path, size: tuple[int, int] | None) -> 
     for index, (name, image, mask) in enumerate(reader):
         if images is None:
             first_name, target = name, size or image.shape[:2]
+            _check_disk_space(folder, len(reader), target)
             images = np.lib.format.open_memmap(folder / IMAGES, "w+", np.uint8, (len(reader), *target, 3))
             masks = np.lib.format.open_memmap(folder / MASKS, "w+", np.uint8, (len(reader), *target))
         elif size is None and image.shape[:2] != target:

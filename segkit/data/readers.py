@@ -436,8 +436,7 @@ def _read_class_dict(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
     """Kaggle CamVid's class_dict.csv: a `name,r,g,b` header, then one class per row with distinct colours."""
     if not path.is_file():
         raise SegkitError(f"{path}: missing class table (columns name,r,g,b)")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
     header = [cell.strip().lower() for cell in rows[0]] if rows else []
     if header != ["name", "r", "g", "b"]:
         raise SegkitError(f"{path}: line 1 must be the header name,r,g,b, got {','.join(header) or 'nothing'}")
@@ -453,6 +452,16 @@ def _read_class_dict(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
     if not table:
         raise SegkitError(f"{path}: no classes listed")
     return table
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a byte-order mark is allowed) as str; other encodings are refused naming the first bad byte."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise SegkitError(f"{path}: cannot read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise SegkitError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); save it as UTF-8") from None
 
 
 def _parse_class_row(row: list[str], path: Path, line: int) -> tuple[str, tuple[int, int, int]]:
@@ -504,7 +513,7 @@ def read_classes_file(path: Path) -> list[tuple[str, tuple[int, int, int] | None
     if not path.is_file():
         raise SegkitError(f"{path}: missing classes file (one class name per line, optionally name,r,g,b)")
     table, seen = [], set()
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line, text in enumerate(read_text(path).splitlines(), start=1):
         text = text.strip()
         if not text or text.startswith("#"):
             continue

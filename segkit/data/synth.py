@@ -17,6 +17,8 @@ from segkit.errors import SegkitError
 
 __all__ = ["synthetic_scene", "write_synthetic"]
 
+# Largest side of a scene: a few float32 layers of this size are held while rendering.
+MAX_SIDE = 4096
 # Written into every synthetic folder: the names of the set, so a later call knows what it may replace.
 MARKER = ".segkit-synthetic.json"
 
@@ -456,4 +458,6 @@ def _check_size(size) -> tuple[int, int]:
         raise SegkitError(f"size must be (height, width), got {size!r}") from None
     if height < 32 or width < 32:
         raise SegkitError(f"size must be at least 32 x 32, got {height} x {width}")
+    if max(height, width) > MAX_SIDE:
+        raise SegkitError(f"size must be at most {MAX_SIDE} x {MAX_SIDE}, got {height} x {width}")
     return height, width
