@@ -50,6 +50,7 @@ def prepare(format: str, src, out, *, size=None, classes: str = "train", split: 
 
 
 def _write_and_move(reader: Reader, out: Path, size: tuple[int, int] | None) -> dict:
+    """Write the cache into a temporary folder beside `out` and rename it into place; a failure removes it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_partials(out)
     partial = out.parent / f".{out.name}{_TEMP_MARK}{os.getpid()}"

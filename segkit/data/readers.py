@@ -148,7 +148,8 @@ def _decode_jpeg(path: Path, data: np.ndarray, flags: int) -> np.ndarray | None:
 
 def _is_palette_png(data: np.ndarray) -> bool:
     """PNG colour type 3: pixels are indices into a palette (IHDR is the first chunk; its colour type is byte 25)."""
-    return data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data[12:16].tobytes() == b"IHDR" and data.size > 25 and data[25] == 3
+    is_png = data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and data[12:16].tobytes() == b"IHDR"
+    return is_png and data.size > 25 and data[25] == 3
 
 
 def _palette_indices(path: Path, data: np.ndarray) -> np.ndarray:
@@ -437,7 +438,7 @@ def _read_class_dict(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
     """Kaggle CamVid's class_dict.csv: a `name,r,g,b` header, then one class per row with distinct colours."""
     if not path.is_file():
         raise SegkitError(f"{path}: missing class table (columns name,r,g,b)")
-    rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
+    rows = list(csv.reader(io.StringIO(_read_text(path), newline="")))
     header = [cell.strip().lower() for cell in rows[0]] if rows else []
     if header != ["name", "r", "g", "b"]:
         raise SegkitError(f"{path}: line 1 must be the header name,r,g,b, got {','.join(header) or 'nothing'}")
@@ -455,14 +456,15 @@ def _read_class_dict(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
     return table
 
 
-def read_text(path: Path) -> str:
+def _read_text(path: Path) -> str:
     """A UTF-8 text file (a byte-order mark is allowed) as str; other encodings are refused naming the first bad byte."""
     try:
         return path.read_bytes().decode("utf-8-sig")
     except OSError as err:
         raise SegkitError(f"{path}: cannot read ({err.strerror or err})") from None
     except UnicodeDecodeError as err:
-        raise SegkitError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); save it as UTF-8") from None
+        bad = f"byte 0x{err.object[err.start]:02x} at offset {err.start}"
+        raise SegkitError(f"{path}: not UTF-8 text ({bad}); save it as UTF-8") from None
 
 
 def _parse_class_row(row: list[str], path: Path, line: int) -> tuple[str, tuple[int, int, int]]:
@@ -514,7 +516,7 @@ def read_classes_file(path: Path) -> list[tuple[str, tuple[int, int, int] | None
     if not path.is_file():
         raise SegkitError(f"{path}: missing classes file (one class name per line, optionally name,r,g,b)")
     table, seen = [], set()
-    for line, text in enumerate(read_text(path).splitlines(), start=1):
+    for line, text in enumerate(_read_text(path).splitlines(), start=1):
         text = text.strip()
         if not text or text.startswith("#"):
             continue
