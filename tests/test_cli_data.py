@@ -92,6 +92,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, damage):
         (["folder", "{tmp}/pairs"], r"classes\.txt: missing classes file"),
         (["camvid32", "{tmp}/pairs"], r"class_dict\.csv: missing class table"),
         (["cityscapes-pairs", "{tmp}/pairs", "--classes", "some"], "classes='some': expected 'train' or 'all'"),
+        (["cityscapes-pairs", "{tmp}/pairs", "--size", "9000", "64"], r"size=\(9000, 64\): each side must be at most 8192"),
     ],
 )
 def test_bad_arguments_are_one_line(tmp_path, capsys, args, message):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,6 +161,75 @@ def test_existing_cache_is_replaced_other_folders_are_not(tmp_path):
     with pytest.raises(SegkitError, match=r"notes: folder exists, is not empty and is not a segkit cache"):
         prepare("folder", tmp_path / "a", tmp_path / "notes")
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "contents",
+    [
+        {"manifest.json": '{"name": "webapp"}', "index.html": "<html>", "src/app.js": "x"},
+        {"manifest.json": "[1, 2]", "index.html": "<html>"},
+        {"manifest.json": "\xff not json", "index.html": "<html>"},
+    ],
+    ids=["foreign-manifest", "manifest-not-an-object", "manifest-not-json"],
+)
+def test_folder_with_a_foreign_manifest_is_refused_and_kept(tmp_path, contents):
+    write_folder(tmp_path / "src", sizes=((20, 30),) * 2)
+    out = tmp_path / "webapp"
+    for name, text in contents.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    with pytest.raises(SegkitError, match=r"not a segkit cache \(no manifest\.json written by segkit data prepare\)") as err:
+        prepare("folder", tmp_path / "src", out)
+    assert "\n" not in str(err.value) and str(out) in str(err.value)
+    assert {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()} == contents
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "webapp"]
+
+
+def test_cache_holding_a_user_file_is_refused_and_kept(tmp_path):
+    write_folder(tmp_path / "src", sizes=((20, 30),) * 2)
+    prepare("folder", tmp_path / "src", tmp_path / "cache")
+    (tmp_path / "cache" / "notes.txt").write_text("mine")
+    with pytest.raises(SegkitError, match=r"cache: holds notes\.txt, which is not part of a segkit cache"):
+        prepare("folder", tmp_path / "src", tmp_path / "cache")
+    assert (tmp_path / "cache" / "notes.txt").read_text() == "mine"
+    assert len(load_prepared(tmp_path / "cache")) == 2
+
+
+def test_unwritable_out_is_one_line(tmp_path):
+    write_folder(tmp_path / "src", sizes=((20, 30),) * 2)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SegkitError, match=r"a_file/cache: cannot write the cache \(.*a_file: File exists\)") as err:
+        prepare("folder", tmp_path / "src", tmp_path / "a_file" / "cache")
+    assert "\n" not in str(err.value)
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_size_has_an_upper_bound(tmp_path):
+    write_folder(tmp_path / "src", sizes=((20, 30),) * 2)
+    with pytest.raises(SegkitError, match=r"size=\(100000, 100000\): each side must be at most 8192"):
+        prepare("folder", tmp_path / "src", tmp_path / "cache", size=(100000, 100000))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_cache_larger_than_the_free_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    write_folder(tmp_path / "src", sizes=((20, 30),) * 4)
+    free = 4 * 20 * 30 * 4 - 1  # one byte short of images (3 bytes a pixel) plus masks (1 byte)
+    monkeypatch.setattr("segkit.data.cache.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, free))
+    with pytest.raises(SegkitError, match=r"the cache needs 9,600 bytes of disk, only 9,599 are free"):
+        prepare("folder", tmp_path / "src", tmp_path / "cache")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_out_of_memory_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    write_folder(tmp_path / "src", sizes=((20, 30),) * 2)
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr("segkit.data.cache._resize", exhausted)
+    with pytest.raises(SegkitError, match=r"cache: out of memory while preparing; try a smaller --size"):
+        prepare("folder", tmp_path / "src", tmp_path / "cache")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
 def test_load_prepared_rejects_what_is_not_a_cache(tmp_path):

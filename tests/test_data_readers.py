@@ -5,6 +5,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from segkit.data.palette import CITYSCAPES_LABELS, label_id_to_train_id
 from segkit.data.readers import (
@@ -176,6 +177,45 @@ def test_real_pairs_mostly_within_threshold(shared_data):
         assert np.all(distance <= PAIRS_MAX_COLOR_DISTANCE + 1)
 
 
+# Of all 2,975 files in cityscapes_pairs_full/train, the real labels closest to the limits (most pixels far from
+# every palette colour, fewest inside one-class areas) and the photos that come closest to passing as labels.
+HARDEST_REAL_LABELS = ("610.jpg", "1494.jpg", "1493.jpg", "1495.jpg")
+MOST_LABEL_LIKE_PHOTOS = ("2049.jpg", "1069.jpg", "2539.jpg", "1701.jpg")
+
+
+def _pairs_sample(shared_data, hardest):
+    """A reader of the full training split and the names of every 10th pair plus `hardest`."""
+    reader = open_reader("cityscapes-pairs", shared_data / "cityscapes_pairs_full" / "train")
+    assert len(reader) == 2975
+    return reader, reader.names[::10] + [Path(name).stem for name in hardest]
+
+
+def test_real_pairs_pass_the_label_checks(shared_data):
+    reader, names = _pairs_sample(shared_data, HARDEST_REAL_LABELS)
+    for name in names:
+        reader.read(name)  # raises on a rejected label half
+
+
+def test_photo_pasted_as_label_is_rejected(shared_data, tmp_path):
+    real, names = _pairs_sample(shared_data, MOST_LABEL_LIKE_PHOTOS)
+    for name in names:
+        photo = cv2.imread(str(real.source / f"{name}.jpg"))[:, :256]
+        cv2.imwrite(str(tmp_path / f"{name}.jpg"), np.concatenate([photo, photo], axis=1), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    reader = open_reader("cityscapes-pairs", tmp_path)
+    for name in reader.names:
+        with pytest.raises(SegkitError, match=rf"{name}\.jpg: .*(is this a label image|is this a photo)"):
+            reader.read(name)
+
+
+def test_label_of_scattered_palette_colours_is_rejected(tmp_path):
+    """Every pixel an exact official colour, but no two neighbours alike: not a piecewise-constant label image."""
+    rng = np.random.default_rng(0)
+    label = OFFICIAL_COLORS[rng.integers(0, len(OFFICIAL_COLORS), (64, 64))]
+    write_png(tmp_path / "x.png", np.concatenate([label, label], axis=1))
+    with pytest.raises(SegkitError, match=r"x\.png: only \d+% of label pixels lie inside one-class areas"):
+        list(open_reader("cityscapes-pairs", tmp_path))
+
+
 def test_pairs_mapping_agrees_with_official_train_ids(shared_data, tmp_path):
     """Independent check: paint the official gtFine frame in palette colours, JPEG it as pairs, read it back."""
     label_dir = shared_data / "cityscapes_gtfine_sample" / "gtFine" / "val" / "frankfurt"
@@ -334,6 +374,25 @@ def test_folder_with_coloured_classes_file(tmp_path):
         assert image.shape == (20, 30, 3)
 
 
+@pytest.mark.parametrize("bits", [8, 2])
+def test_folder_takes_palette_png_masks_as_indices(tmp_path, bits):
+    """VOC-style masks: mode "P" PNGs whose pixel values are the class indices and whose palette is only for display."""
+    masks = write_folder(tmp_path)
+    palette = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192]  # VOC: index 255 drawn cream
+    for name, mask in masks.items():
+        if bits == 2:  # a 4-entry palette: Pillow writes 2 bits per pixel, so the ignore value must be < 4
+            mask[mask == 255] = 2
+        image = Image.fromarray(mask, mode="P")
+        image.putpalette(palette[: 3 * 4] if bits == 2 else palette)
+        image.save(tmp_path / "masks" / f"{name}.png", bits=bits)
+        with Image.open(tmp_path / "masks" / f"{name}.png") as saved:
+            assert saved.mode == "P"
+        assert (tmp_path / "masks" / f"{name}.png").read_bytes()[24:26] == bytes([bits, 3])  # IHDR: depth, palette
+    reader = open_reader("folder", tmp_path)
+    for name, _, mask in reader:
+        np.testing.assert_array_equal(mask, masks[name])
+
+
 def test_folder_names_only_classes_file_elsewhere(tmp_path):
     write_folder(tmp_path / "data", classes_text="a\n")
     elsewhere = tmp_path / "my_classes.txt"
@@ -357,6 +416,43 @@ def test_truncated_jpeg_names_the_file(tmp_path):
     reader.read("1")
     with pytest.raises(SegkitError, match=r"2\.jpg: truncated"):
         reader.read("2")
+
+
+def _damage_middle(data: bytes, damage: str) -> bytes:
+    """Spoil a JPEG's entropy-coded data half way through; it still starts and ends with valid markers."""
+    middle = len(data) // 2
+    if damage == "cut":
+        return data[:middle] + data[-2:]
+    return data[:middle] + bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8)) + data[middle + 2000 :]
+
+
+def _camvid_with_jpeg_photo(root: Path, photo: np.ndarray) -> Path:
+    write_jpg(root / "train" / "f1.jpg", photo)
+    write_png(root / "trainannot" / "f1.png", np.zeros(photo.shape[:2], np.uint8))
+    return root / "train" / "f1.jpg"
+
+
+def _folder_with_jpeg_photo(root: Path, photo: np.ndarray) -> Path:
+    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("road\n")
+    write_jpg(root / "images" / "f1.jpg", photo)
+    write_png(root / "masks" / "f1.png", np.zeros(photo.shape[:2], np.uint8))
+    return root / "images" / "f1.jpg"
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage"])
+@pytest.mark.parametrize("fmt, write", [("camvid", _camvid_with_jpeg_photo), ("folder", _folder_with_jpeg_photo)])
+def test_jpeg_corrupt_in_the_middle_is_refused(shared_data, tmp_path, fmt, write, damage):
+    """Before: accepted, its lower part decoded as flat grey. libjpeg reports the damage; the reader must act on it."""
+    photo = cv2.imread(str(shared_data / "camvid11" / "train" / "0001TP_007470.png"))[..., ::-1]
+    path = write(tmp_path, photo)
+    intact = open_reader(fmt, tmp_path).read("f1")[0]
+    path.write_bytes(_damage_middle(path.read_bytes(), damage))
+    assert path.read_bytes()[-2:] == b"\xff\xd9"
+    with pytest.raises(SegkitError, match=r"f1\.jpg: corrupt JPEG data, decoded only in part \(libjpeg: Corrupt JPEG data") as err:
+        open_reader(fmt, tmp_path).read("f1")
+    assert "\n" not in str(err.value)
+    assert np.abs(intact.astype(int) - photo).mean() < 3  # the intact file decodes fine
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
@@ -452,6 +548,18 @@ def test_bad_classes_file(tmp_path, text, message):
     write_folder(tmp_path, classes_text=text, count=1)
     with pytest.raises(SegkitError, match=r"classes\.txt: .*" + message):
         open_reader("folder", tmp_path)
+
+
+def test_class_tables_that_are_not_utf8_are_one_line_errors(tmp_path):
+    latin1 = "name,r,g,b\nCafé,1,2,3\n".encode("latin-1")
+    write_camvid32(tmp_path / "kaggle", count=1)
+    (tmp_path / "kaggle" / "class_dict.csv").write_bytes(latin1)
+    with pytest.raises(SegkitError, match=r"class_dict\.csv: not UTF-8 text \(byte 0xe9 at offset 14\)"):
+        open_reader("camvid32", tmp_path / "kaggle")
+    write_folder(tmp_path / "folder", count=1)
+    (tmp_path / "folder" / "classes.txt").write_bytes("road\nCafé\n".encode("latin-1"))
+    with pytest.raises(SegkitError, match=r"classes\.txt: not UTF-8 text \(byte 0xe9 at offset 8\)"):
+        open_reader("folder", tmp_path / "folder")
 
 
 def test_three_channel_mask_is_rejected(tmp_path):

@@ -130,6 +130,18 @@ def test_malicious_tar_is_refused_before_writing_anything(served, tmp_path, memb
     assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
 
 
+def test_symlink_chain_caught_by_tarfiles_filter_is_one_line(served, tmp_path):
+    """Each link stays inside on its own; through the first, the second climbs out. Python's filter stops it."""
+    www, base = served
+    chain = (_link("cityscapes/up", ".."), _link("cityscapes/up/escape", "../secret"))
+    _tar_gz(www / "chain.tar.gz", FILES, chain)
+    out = tmp_path / "data"
+    with pytest.raises(SegkitError, match=r"chain\.tar\.gz: refusing archive member 'cityscapes/up/escape'") as err:
+        download("cityscapes-pairs", out, url=f"{base}/chain.tar.gz")
+    assert "\n" not in str(err.value)
+    assert not out.exists() and not (tmp_path / "secret").exists()
+
+
 def test_links_that_stay_inside_are_kept(served, tmp_path):
     www, base = served
     _tar_gz(www / "ok.tar.gz", FILES, (_link("cityscapes/val/2.jpg", "../train/1.jpg"),))

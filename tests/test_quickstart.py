@@ -15,7 +15,7 @@ def test_run_writes_pairs_cache_and_sample_figure(tmp_path, capsys):
     (out / "synthetic").mkdir(parents=True)
     (out / "synthetic" / "99.jpg").write_bytes(b"left from an earlier, larger run")
     paths = quickstart.run(out, count=6, seed=2)
-    assert sorted(p.name for p in paths["synthetic"].iterdir()) == [f"{i}.jpg" for i in range(1, 7)]
+    assert sorted(p.name for p in paths["synthetic"].glob("*.jpg")) == [f"{i}.jpg" for i in range(1, 7)]
     dataset = load_prepared(paths["prepared"])
     assert len(dataset) == 6 and dataset.images.shape[1:] == (256, 256, 3)
     # The cache holds the generated scenes: labels decode back to the generator's masks (JPEG edges aside).

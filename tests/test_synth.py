@@ -26,7 +26,8 @@ def test_same_seed_same_files_other_seed_other_scenes(tmp_path):
     assert [p.name for p in a] == ["1.jpg", "2.jpg", "3.jpg"]
     assert all(pa.read_bytes() == pb.read_bytes() for pa, pb in zip(a, b))
     assert all(pa.read_bytes() != pc.read_bytes() for pa, pc in zip(a, c))
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["1.jpg", "2.jpg", "3.jpg"]  # no temp files left
+    # No temp files left; the marker that lets a later call replace this set is the only other entry.
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [".segkit-synthetic.json", "1.jpg", "2.jpg", "3.jpg"]
 
 
 def test_scenes_differ_from_each_other():
@@ -91,7 +92,7 @@ def test_photo_is_aligned_with_and_predictive_of_the_labels():
     assert aligned > max(flipped, shifted) + 0.1
 
 
-@pytest.mark.parametrize("count, size", [(0, (64, 64)), (-2, (64, 64)), (2.5, (64, 64)), (2, (8, 64)), (2, "big")])
+@pytest.mark.parametrize("count, size", [(0, (64, 64)), (-2, (64, 64)), (2.5, (64, 64)), (2, (8, 64)), (2, "big"), (2, (64, 4097))])
 def test_bad_arguments_raise_one_line_errors(tmp_path, count, size):
     with pytest.raises(SegkitError) as err:
         write_synthetic(tmp_path / "out", count, size=size)
@@ -104,3 +105,37 @@ def test_out_must_not_be_a_file(tmp_path):
     target.write_text("x")
     with pytest.raises(SegkitError, match="file.txt"):
         write_synthetic(target, 1)
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_folder_holding_other_files_is_refused_and_kept(tmp_path):
+    real = tmp_path / "pairs"
+    real.mkdir()
+    (real / "1.jpg").write_bytes(b"a real Cityscapes pair")
+    (real / "notes.txt").write_text("mine")
+    with pytest.raises(SegkitError, match=r"pairs: holds files not written by segkit data synth \(1\.jpg, notes\.txt\)") as err:
+        write_synthetic(real, 3)
+    assert "\n" not in str(err.value)
+    assert _snapshot(real) == {"1.jpg": b"a real Cityscapes pair", "notes.txt": b"mine"}
+
+
+def test_earlier_synthetic_set_is_replaced_whole(tmp_path):
+    out = tmp_path / "synth"
+    write_synthetic(out, 5, seed=1, size=(32, 32))
+    fresh = write_synthetic(tmp_path / "fresh", 3, seed=2, size=(32, 32))
+    paths = write_synthetic(out, 3, seed=2, size=(32, 32))
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["1.jpg", "2.jpg", "3.jpg"]  # 4 and 5 of the old set are gone
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in fresh]
+
+
+def test_synthetic_set_with_a_file_added_is_refused(tmp_path):
+    out = tmp_path / "synth"
+    write_synthetic(out, 2, size=(32, 32))
+    (out / "7.jpg").write_bytes(b"added by hand")
+    before = _snapshot(out)
+    with pytest.raises(SegkitError, match=r"synth: holds files not written by segkit data synth \(7\.jpg\)"):
+        write_synthetic(out, 2, size=(32, 32))
+    assert _snapshot(out) == before

@@ -6,6 +6,7 @@ failed or killed prepare never leaves a cache that loads.
 """
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +16,16 @@ import numpy as np
 from segkit import files
 from segkit.data.palette import IGNORE_INDEX
 from segkit.data.readers import Reader, open_reader
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, first_line
 
 CACHE_VERSION = 1
+# The manifest field that marks a folder as a segkit cache, and so as safe for prepare to replace.
+_VERSION_KEY = "segkit_cache_version"
 MANIFEST = "manifest.json"
 IMAGES = "images.npy"
 MASKS = "masks.npy"
+# Largest --size side: 8192 x 8192 is already 200 MB per image in memory while resizing.
+MAX_SIDE = 8192
 
 
 def prepare(format: str, src, out, *, size=None, classes: str = "train", split: str | None = None) -> dict:
@@ -34,6 +39,17 @@ def prepare(format: str, src, out, *, size=None, classes: str = "train", split: 
     reader = open_reader(format, src, classes=classes, split=split)
     out = Path(out)
     _check_replaceable(out)
+    try:
+        return _write_and_move(reader, out, size)
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        raise SegkitError(f"{out}: cannot write the cache ({where}{err.strerror or first_line(err)})") from None
+    except MemoryError:
+        raise SegkitError(f"{out}: out of memory while preparing; try a smaller --size") from None
+
+
+def _write_and_move(reader: Reader, out: Path, size: tuple[int, int] | None) -> dict:
+    """Write the cache into a temporary folder beside `out` and rename it into place; a failure removes it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     files.remove_abandoned(out)  # left by a prepare that was killed: caches are big
     with files.atomic_path(out) as partial:
@@ -45,14 +61,44 @@ def prepare(format: str, src, out, *, size=None, classes: str = "train", split: 
 def _check_resize_hw(size) -> tuple[int, int]:
     if len(size) != 2 or not all(int(s) == s and s > 0 for s in size):
         raise SegkitError(f"size={tuple(size)}: expected two positive integers (H, W)")
+    if max(size) > MAX_SIDE:
+        raise SegkitError(f"size={tuple(size)}: each side must be at most {MAX_SIDE} pixels")
     return int(size[0]), int(size[1])
 
 
+def _check_disk_space(folder: Path, count: int, size: tuple[int, int]) -> None:
+    """Refuse up front what would not fit: a memory-mapped write into a full disk ends in SIGBUS, not an error."""
+    needed = count * size[0] * size[1] * 4  # images 3 bytes a pixel, masks 1
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise SegkitError(f"{folder.parent}: the cache needs {needed:,} bytes of disk, only {free:,} are free")
+
+
 def _check_replaceable(out: Path) -> None:
+    """`out` may be replaced only when it is missing, empty, or provably a cache this module wrote, with nothing added.
+
+    A bare manifest.json proves nothing (web apps and other tools write one too): the manifest must carry
+    segkit's version field, and every entry must be one of the cache's own files.
+    """
     if out.exists() and not out.is_dir():
         raise SegkitError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise SegkitError(f"{out}: folder exists, is not empty and is not a segkit cache; choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not _is_segkit_manifest(out / MANIFEST):
+        raise SegkitError(f"{out}: folder exists, is not empty and is not a segkit cache "
+                          f"(no {MANIFEST} written by segkit data prepare); choose another --out")
+    foreign = sorted(entry.name for entry in out.iterdir() if entry.name not in (MANIFEST, IMAGES, MASKS))
+    if foreign:
+        raise SegkitError(f"{out}: holds {', '.join(foreign[:3])}, which is not part of a segkit cache; "
+                          "move it away or choose another --out")
+
+
+def _is_segkit_manifest(path: Path) -> bool:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get(_VERSION_KEY), int)
 
 
 def _resize(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]):
@@ -72,6 +118,7 @@ def _write_cache(reader: Reader, folder: Path, size: tuple[int, int] | None) -> 
     for index, (name, image, mask) in enumerate(reader):
         if images is None:
             first_name, target = name, size or image.shape[:2]
+            _check_disk_space(folder, len(reader), target)
             images = np.lib.format.open_memmap(folder / IMAGES, "w+", np.uint8, (len(reader), *target, 3))
             masks = np.lib.format.open_memmap(folder / MASKS, "w+", np.uint8, (len(reader), *target))
         elif size is None and image.shape[:2] != target:
@@ -110,7 +157,7 @@ def _keep_present_classes(masks: np.ndarray, class_names: list[str], colors: np.
 def _manifest(reader: Reader, size, class_names: list[str], colors: np.ndarray, pixel_counts: np.ndarray) -> dict:
     labelled = pixel_counts[: len(class_names)]
     return {
-        "segkit_cache_version": CACHE_VERSION,
+        _VERSION_KEY: CACHE_VERSION,
         "format": reader.format,
         "source": str(Path(reader.source).resolve()),
         "split": reader.split,

@@ -107,8 +107,15 @@ def _extract(archive: Path, dest: Path, url: str) -> None:
             members = tar.getmembers()
             for member in members:
                 _check_tar_member(member, url)
-            # The 'data' filter repeats these checks inside tarfile and drops unsafe permission bits.
-            tar.extractall(dest, members=members, filter="data")
+            # The 'data' filter repeats these checks inside tarfile and drops unsafe permission bits; it also
+            # resolves links through links extracted before, which the checks above (names only) cannot.
+            try:
+                tar.extractall(dest, members=members, filter="data")
+            except tarfile.FilterError as err:
+                raise SegkitError(
+                    f"{url}: refusing archive member {err.tarinfo.name!r}: Python's tar filter says it is unsafe "
+                    f"({type(err).__name__}; e.g. a link that leads outside the dataset through another link)"
+                ) from None
     elif zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():

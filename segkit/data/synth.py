@@ -4,6 +4,7 @@ Each scene is drawn twice at once, as a trainId mask and as a flat-colour "albed
 textured per class and lit, so every class has its own look (with noise) and the task is learnable.
 """
 
+import json
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,11 @@ from segkit.data.palette import IGNORE_INDEX, TRAIN_CLASSES, TRAIN_CLASS_COLORS
 from segkit.errors import SegkitError
 
 __all__ = ["synthetic_scene", "write_synthetic"]
+
+# Largest side of a scene: a few float32 layers of this size are held while rendering.
+MAX_SIDE = 4096
+# Written into every synthetic folder: the names of the set, so a later call knows what it may replace.
+MARKER = ".segkit-synthetic.json"
 
 _ID = {label.name: label.train_id for label in TRAIN_CLASSES}
 ROAD, SIDEWALK, BUILDING, WALL, FENCE = (_ID[n] for n in ("road", "sidewalk", "building", "wall", "fence"))
@@ -374,25 +380,64 @@ def synthetic_scene(index: int, seed: int = 0, size: tuple[int, int] = (256, 256
 
 
 def write_synthetic(out, count: int, seed: int = 0, size: tuple[int, int] = (256, 256), quality: int = 90) -> list[Path]:
-    """Write `count` scenes to `out/1.jpg .. out/N.jpg` as composites H x 2W: photo left, official label colours right."""
+    """Write `count` scenes to `out/1.jpg .. out/N.jpg` as composites H x 2W: photo left, official label colours right.
+
+    `out` must be missing, empty or an earlier synthetic set (which is replaced whole): a folder holding
+    anything else is refused, since real pairs carry the same `N.jpg` names.
+    """
     if not isinstance(count, (int, np.integer)) or count < 1:
         raise SegkitError(f"count must be a positive integer, got {count!r}")
     _check_scene_size(size)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SegkitError(f"{out}: exists and is not a folder")
+    earlier = _earlier_set(out)
     out.mkdir(parents=True, exist_ok=True)
+    names = [f"{i}.jpg" for i in range(1, count + 1)]
+    # Until the new set is complete the marker lists old and new names, so a killed run is still replaceable.
+    _write_marker(out, earlier + [name for name in names if name not in earlier])
     # Full-resolution chroma (4:4:4): with the usual 4:2:0, label colours bleed two pixels at every edge.
     jpeg_params = [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
     paths = []
-    for i in range(1, count + 1):
+    for i, name in enumerate(names, start=1):
         photo, mask = synthetic_scene(i, seed, size)
         composite = np.concatenate([photo, _LABEL_COLORS[mask]], axis=1)
         ok, data = cv2.imencode(".jpg", composite[..., ::-1], jpeg_params)
         if not ok:
             raise SegkitError(f"could not encode synthetic scene {i} as JPEG")
-        paths.append(files.write_bytes(out / f"{i}.jpg", data.tobytes()))
+        paths.append(files.write_bytes(out / name, data.tobytes()))
+    for stale in set(earlier) - set(names):
+        (out / stale).unlink(missing_ok=True)
+    _write_marker(out, names)
     return paths
+
+
+def _earlier_set(out: Path) -> list[str]:
+    """The file names of the synthetic set already in `out` (none when it is missing or empty); anything else is refused."""
+    if out.exists() and not out.is_dir():
+        raise SegkitError(f"{out}: exists and is not a folder")
+    listed = _read_marker(out / MARKER) if out.is_dir() else []
+    for name in [*listed, MARKER]:
+        files.remove_abandoned(out / name)  # half-written files of a synth run that was killed
+    entries = {entry.name for entry in out.iterdir()} if out.is_dir() else set()
+    foreign = sorted(entries - set(listed) - {MARKER})
+    if foreign:
+        raise SegkitError(
+            f"{out}: holds files not written by segkit data synth ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+            "give an empty or new folder"
+        )
+    return listed
+
+
+def _read_marker(path: Path) -> list[str]:
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+        return [str(name) for name in marker["segkit_synthetic"]]
+    except (OSError, ValueError, UnicodeDecodeError, TypeError, KeyError):
+        return []
+
+
+def _write_marker(out: Path, names: list[str]) -> None:
+    text = json.dumps({"segkit_synthetic": names}, indent=1) + "\n"
+    files.write_text(out / MARKER, text)
 
 
 def _check_scene_size(size) -> tuple[int, int]:
@@ -402,4 +447,6 @@ def _check_scene_size(size) -> tuple[int, int]:
         raise SegkitError(f"size must be (height, width), got {size!r}") from None
     if height < 32 or width < 32:
         raise SegkitError(f"size must be at least 32 x 32, got {height} x {width}")
+    if max(height, width) > MAX_SIDE:
+        raise SegkitError(f"size must be at most {MAX_SIDE} x {MAX_SIDE}, got {height} x {width}")
     return height, width
