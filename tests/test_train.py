@@ -204,6 +204,12 @@ def test_prepared_size_differs_from_config_size(dataset, tmp_path):
         _train(tiny_config(dataset, data={"size": [64, 64]}), tmp_path)
 
 
+def test_a_limit_too_small_for_a_holdout_split_names_data_limit(dataset, tmp_path):
+    with pytest.raises(SegkitError, match=r"data.limit=1 leaves 1 item of .*needs at least 2"):
+        _train(tiny_config(dataset, data={"limit": 1}), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_misspelt_key_and_unknown_optimizer(dataset, tmp_path):
     with pytest.raises(SegkitError, match=r"'train.epoch'.*did you mean 'train.epochs'"):
         _train(tiny_config(dataset), tmp_path, overrides={"train.epoch": 3})
