@@ -91,13 +91,31 @@ def test_a_model_for_other_classes_is_refused(trained, tmp_path_factory):
         segkit.evaluate(run.path, other, verbose=False)
 
 
-@pytest.mark.parametrize("content, message", [(b"not a zip", "cannot be loaded"), (None, "does not exist")])
-def test_unreadable_or_missing_model_files(tmp_path, content, message):
+@pytest.mark.parametrize("content, message", [(b"not a zip", "model.keras is not a .keras model archive"),
+                                              ("truncated", "model.keras is not a .keras model archive"),
+                                              (None, "does not exist")])
+def test_unreadable_or_missing_model_files(trained, tmp_path, content, message):
     path = tmp_path / "model.keras"
+    if content == "truncated":
+        whole = (trained[0].path / "best.keras").read_bytes()
+        content = whole[: len(whole) // 2]
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(SegkitError, match=message):
+    with pytest.raises(SegkitError, match=message) as err:
         segkit.evaluate(path, tmp_path, verbose=False)
+    assert "File not found" not in str(err.value)
+
+
+@pytest.mark.parametrize("inputs, outputs", [((8,), lambda x: keras.layers.Dense(3)(x)),
+                                             ((8, 8, 3), lambda x: keras.layers.GlobalAveragePooling2D()(x)),
+                                             ((8, 8, 1), lambda x: keras.layers.Conv2D(3, 1)(x))])
+def test_a_keras_file_that_is_not_a_segmentation_model_is_refused(tmp_path, inputs, outputs):
+    inputs = keras.Input(inputs)
+    keras.Model(inputs, outputs(inputs)).save(tmp_path / "other.keras")
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(SegkitError, match="other.keras is not a segmentation model"):
+        segkit.predict(tmp_path / "other.keras", [tmp_path / "images"], out=tmp_path / "out")
 
 
 def test_a_foreign_keras_file_with_unknown_layers_is_refused(tmp_path):
@@ -109,8 +127,22 @@ def test_a_foreign_keras_file_with_unknown_layers_is_refused(tmp_path):
     inputs = keras.Input((8, 8, 3))
     keras.Model(inputs, Unknown()(inputs)).save(tmp_path / "foreign.keras")
     keras.saving.get_custom_objects().pop("elsewhere>Unknown")
-    with pytest.raises(SegkitError, match="foreign.keras cannot be loaded"):
+    with pytest.raises(SegkitError, match="foreign.keras cannot be loaded: it uses class 'Unknown', which is neither"):
         segkit.predict(tmp_path / "foreign.keras", [tmp_path], out=tmp_path / "out")
+
+
+def test_evaluate_checks_the_json_folder_and_batch_size_before_scoring(trained, tmp_path, monkeypatch):
+    run, dataset = trained
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("the evaluation ran before the arguments were checked")
+
+    monkeypatch.setattr("segkit.workflows.evaluate.confusion", no_scoring)
+    with pytest.raises(SegkitError, match="missing/scores.json: folder .*missing does not exist"):
+        segkit.evaluate(run.path, dataset, json_path=tmp_path / "missing" / "scores.json", verbose=False)
+    for size in (0, -3):
+        with pytest.raises(SegkitError, match=f"batch size must be a positive integer, got {size}"):
+            segkit.evaluate(run.path, dataset, batch_size=size, verbose=False)
 
 
 def test_evaluate_on_a_missing_dataset_and_a_non_run_folder(trained, tmp_path):
