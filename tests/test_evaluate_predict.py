@@ -163,3 +163,81 @@ def test_predict_bad_inputs(trained, tmp_path):
         segkit.predict(run.path, [tmp_path / "empty"], out=tmp_path / "out")
     with pytest.raises(SegkitError, match="missing.png does not exist"):
         segkit.predict(run.path, [tmp_path / "missing.png"], out=tmp_path / "out")
+
+
+def _write_images(folder, names, size=(32, 32)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for name in names:
+        cv2.imwrite(str(folder / name), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("layout", [{"a": ["x.jpg", "x.png"]}, {"a": ["x.png"], "b": ["x.png"]}, {"a": ["X.png"], "b": ["x.jpg"]}])
+def test_predict_refuses_inputs_whose_outputs_would_share_a_name(trained, tmp_path, layout):
+    run, _ = trained
+    for folder, names in layout.items():
+        _write_images(tmp_path / folder, names)
+    with pytest.raises(SegkitError, match=r"(?i)x.(png|jpg) and .*x.(png|jpg) would both be written as x_mask.png"):
+        segkit.predict(run.path, [tmp_path / folder for folder in layout], out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_takes_a_file_named_twice_once(trained, tmp_path):
+    run, _ = trained
+    folder = _write_images(tmp_path / "a", ["x.png", "y.png"])
+    written = segkit.predict(run.path, [folder, folder / "x.png"], out=tmp_path / "out")
+    assert sorted(p.name for p in written) == ["x_mask.png", "x_overlay.png", "y_mask.png", "y_overlay.png"]
+
+
+def test_predict_checks_every_input_before_writing_anything(trained, tmp_path):
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png", "c.png"])
+    (folder / "b.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(SegkitError, match="b.png") as err:
+        segkit.predict(run.path, [folder], out=tmp_path / "out")
+    assert "--skip-bad" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_skip_bad_reports_each_skipped_file_and_predicts_the_rest(trained, tmp_path, capsys):
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png", "d.png"])
+    (folder / "b.png").write_bytes(b"\x89PNG not really")
+    (folder / "c.jpg").write_bytes(b"")
+    written = segkit.predict(run.path, [folder], out=tmp_path / "out", skip_bad=True)
+    assert sorted(p.name for p in written) == ["a_mask.png", "a_overlay.png", "d_mask.png", "d_overlay.png"]
+    lines = capsys.readouterr().out.splitlines()
+    skipped = [line for line in lines if line.startswith("skipped ")]
+    assert len(skipped) == 3 and "b.png" in skipped[0] and "c.jpg" in skipped[1]
+    assert skipped[-1] == "skipped 2 of 4 images (unreadable)"
+    with pytest.raises(SegkitError, match="none of the 2 images"):
+        segkit.predict(run.path, [folder / "b.png", folder / "c.jpg"], out=tmp_path / "out2", skip_bad=True)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_predict_out_that_is_a_file_is_refused_first(trained, tmp_path):
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png"])
+    (tmp_path / "out").write_text("keep me")
+    with pytest.raises(SegkitError, match="out is a file, not a folder"):
+        segkit.predict(run.path, [folder], out=tmp_path / "out")
+    assert (tmp_path / "out").read_text() == "keep me"
+
+
+def test_cli_predict_skip_bad_and_one_line_errors(trained, tmp_path, capsys):
+    from segkit import cli
+
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png"])
+    (folder / "b.png").write_bytes(b"junk")
+    assert cli.main(["predict", str(run.path), str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segkit: error: ") and err.count("\n") == 1 and "b.png" in err
+    assert cli.main(["predict", str(run.path), str(folder), "--out", str(tmp_path / "out"), "--skip-bad"]) == 0
+    assert "skipped 1 of 2 images" in capsys.readouterr().out
+    assert (tmp_path / "out" / "a_mask.png").is_file()
+    for args in (["--batch-size", "0"], ["--batch-size", "-3"], ["--json", str(tmp_path / "no" / "x.json")]):
+        assert cli.main(["evaluate", str(run.path), "--data", str(trained[1]), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("segkit: error: ") and err.count("\n") == 1
