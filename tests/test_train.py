@@ -84,8 +84,11 @@ class _Killed(BaseException):
     """Stands for SIGKILL: raised between writing a checkpoint and committing it."""
 
 
-def test_a_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, stand_in, tmp_path, monkeypatch):
-    config = tiny_config(dataset, train={"epochs": 3}, optimizer={"schedule": "poly", "name": "sgd", "learning_rate": 0.05})
+@pytest.mark.parametrize("steps_per_epoch, augment", [(None, False), (2, True)], ids=["whole-epochs", "2-of-3-steps"])
+def test_a_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, stand_in, tmp_path, monkeypatch, recwarn,
+                                                                     steps_per_epoch, augment):
+    config = tiny_config(dataset, train={"epochs": 3, "steps_per_epoch": steps_per_epoch}, augment={"enabled": augment},
+                         optimizer={"schedule": "poly", "name": "sgd", "learning_rate": 0.05})
     whole = _train(config, tmp_path / "whole")
 
     real_write_state = runs.Run.write_state
@@ -110,9 +113,11 @@ def test_a_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, st
     assert sorted(p.name for p in killed.glob("last-*.keras")) == ["last-0003.keras"]  # the uncommitted one is gone
     a, b = (pd.read_csv(r.path / "history.csv").drop(columns="seconds") for r in (whole, resumed))
     pd.testing.assert_frame_equal(a, b, atol=1e-5)
+    steps = steps_per_epoch or 3  # 12 training items, batch 4: 3 batches
+    assert list(b["steps"]) == [steps] * 3
+    assert not [w for w in recwarn if "ran out of data" in str(w.message)]
     # poly schedule continued from the restored step count: lr = 0.05 * (1 - step / total) ** 0.9 at each epoch's end
-    steps = 3  # 12 training items, batch 4
-    expected = [0.05 * (1 - min(e * steps, 9) / 9) ** 0.9 for e in (1, 2, 3)]
+    expected = [0.05 * (1 - e / 3) ** 0.9 for e in (1, 2, 3)]
     np.testing.assert_allclose(b["learning_rate"], expected, atol=1e-7)
     for x, y in zip(*(keras.saving.load_model(r.path / "last-0003.keras").get_weights() for r in (whole, resumed))):
         np.testing.assert_allclose(x, y, atol=1e-5)

@@ -63,8 +63,6 @@ def _fit(cfg, run, state, data, verbose) -> None:
     train_cfg = cfg["train"]
     runs.write_json(run.file(runs.DATASET), data.describe())
     train_loader = _loader(cfg, data.train, shuffle=True)
-    for _ in range(state["epoch"]):  # replay finished epochs' shuffles: a resumed run sees the batches an uninterrupted one would
-        train_loader.on_epoch_end()
     val_loader = _loader(cfg, data.val, shuffle=False)
     steps = len(train_loader) if train_cfg["steps_per_epoch"] is None else min(len(train_loader), train_cfg["steps_per_epoch"])
     with distribution.scope(train_cfg["distribution"]) as replicas:
@@ -77,12 +75,12 @@ def _fit(cfg, run, state, data, verbose) -> None:
             print(f"resuming after epoch {state['epoch']} from {run.last_checkpoint().name}")
         recorder = RunRecorder(run, models.without_aux(model), state,
                                max_seconds=None if train_cfg["max_minutes"] is None else 60 * train_cfg["max_minutes"])
+        aux = isinstance(model.output, dict)
         model.fit(
-            _with_aux_targets(train_loader, model),
-            validation_data=_with_aux_targets(val_loader, model),
+            _EpochSteps(train_loader, steps, epoch=state["epoch"], aux=aux),
+            validation_data=_EpochSteps(val_loader, len(val_loader), aux=aux),
             epochs=train_cfg["epochs"],
             initial_epoch=state["epoch"],
-            steps_per_epoch=train_cfg["steps_per_epoch"],
             callbacks=[recorder, *_tensorboard(run)],
             shuffle=False,  # the loader shuffles from (seed, epoch); Keras' own batch shuffle would not survive a resume
             verbose=verbose,
@@ -150,26 +148,30 @@ def _loader(cfg, split, *, shuffle):
                                 shuffle=shuffle, augment=augment, seed=cfg["train"]["seed"])
 
 
-class _AuxTargets(keras.utils.PyDataset):
-    """Feeds the same mask to both outputs of a model with an auxiliary head."""
+class _EpochSteps(keras.utils.PyDataset):
+    """`steps` batches per fit epoch, taken in turn from the loader's endless stream of shuffled epochs.
 
-    def __init__(self, loader):
+    Batch k of fit epoch e is stream batch e * steps + k: a function of (seed, e, k) alone, so a run resumed
+    at epoch e sees exactly the batches an uninterrupted one would, also when train.steps_per_epoch is below
+    the loader's batches per epoch (Keras' own steps_per_epoch carries its iterator across epochs instead).
+    aux: feed the same mask to both outputs of a model with an auxiliary head.
+    """
+
+    def __init__(self, loader, steps, *, epoch=0, aux=False):
         super().__init__()
-        self.loader = loader
+        self.loader, self.steps, self.epoch, self.aux = loader, steps, epoch, aux
 
     def __len__(self):
-        return len(self.loader)
+        return self.steps
 
     def __getitem__(self, index):
-        x, y = self.loader[index]
-        return x, {"logits": y, "aux_logits": y}
+        if not 0 <= index < self.steps:
+            raise IndexError(f"step {index} out of range for {self.steps} steps")
+        x, y = self.loader.batch_of(*divmod(self.epoch * self.steps + index, len(self.loader)))
+        return (x, {"logits": y, "aux_logits": y}) if self.aux else (x, y)
 
     def on_epoch_end(self):
-        self.loader.on_epoch_end()
-
-
-def _with_aux_targets(loader, model):
-    return _AuxTargets(loader) if isinstance(model.output, dict) else loader
+        self.epoch += 1
 
 
 def _tensorboard(run) -> list:
