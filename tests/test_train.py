@@ -215,6 +215,15 @@ def test_a_limit_too_small_for_a_holdout_split_names_data_limit(dataset, tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_model_the_config_cannot_build_leaves_no_run_folder(dataset, tmp_path_factory, tmp_path):
+    with pytest.raises(SegkitError, match="missing.h5"):
+        _train(tiny_config(dataset, model={"encoder_weights": str(tmp_path / "missing.h5")}), tmp_path / "runs")
+    odd = prepared_synthetic(tmp_path_factory.mktemp("odd"), count=6, size=(48, 48))
+    with pytest.raises(SegkitError, match="not a multiple of 32"):
+        _train(tiny_config(odd), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_misspelt_key_and_unknown_optimizer(dataset, tmp_path):
     with pytest.raises(SegkitError, match=r"'train.epoch'.*did you mean 'train.epochs'"):
         _train(tiny_config(dataset), tmp_path, overrides={"train.epoch": 3})

@@ -35,23 +35,24 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
     data = datasets.training_data(cfg)  # bad data fails here, before a new run folder exists
     # A non-chief worker of a multi-worker run takes the same steps in a throwaway folder (scratch).
     with distribution.worker_scratch(cfg["train"]["distribution"]) as scratch:
-        if resume is None:
-            run = runs.Run.create(scratch or runs_dir, cfg)
-        else:
-            run = run if scratch is None else runs.Run(shutil.copytree(run.path, scratch / run.path.name))
-            run.remove_stale_checkpoints()
-        return _train_in(run, cfg, data, verbose)
+
+        def open_run() -> runs.Run:
+            if resume is None:
+                return runs.Run.create(scratch or runs_dir, cfg)
+            resumed = run if scratch is None else runs.Run(shutil.copytree(run.path, scratch / run.path.name))
+            resumed.remove_stale_checkpoints()
+            return resumed
+
+        return _train_in(open_run, cfg, data, verbose)
 
 
-def _train_in(run, cfg, data, verbose) -> runs.Run:
-    state = run.state
-    print(f"run folder: {run.path}")
+def _train_in(open_run, cfg, data, verbose) -> runs.Run:
     keras.utils.set_random_seed(cfg["train"]["seed"])
     policy = keras.mixed_precision.dtype_policy()
     if cfg["train"]["mixed_precision"]:
         keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:
-        _fit(cfg, run, state, data, verbose)
+        run = _fit(cfg, open_run, data, verbose)
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
     report.finish_run(run, data, batch_size=cfg["train"]["batch_size"])
@@ -59,9 +60,8 @@ def _train_in(run, cfg, data, verbose) -> runs.Run:
     return run
 
 
-def _fit(cfg, run, state, data, verbose) -> None:
+def _fit(cfg, open_run, data, verbose) -> runs.Run:
     train_cfg = cfg["train"]
-    runs.write_json(run.file(runs.DATASET), data.describe())
     train_loader = _loader(cfg, data.train, shuffle=True)
     val_loader = _loader(cfg, data.val, shuffle=False)
     steps = len(train_loader) if train_cfg["steps_per_epoch"] is None else min(len(train_loader), train_cfg["steps_per_epoch"])
@@ -70,6 +70,10 @@ def _fit(cfg, run, state, data, verbose) -> None:
             print(f"data-parallel training on {replicas} devices ({train_cfg['distribution']})")
         model = build_model(cfg, data.num_classes, data.train.image_size)
         _compile(model, cfg, data, total_steps=steps * train_cfg["epochs"])
+        run = open_run()  # only now: a config the model or its weights reject leaves no orphan run folder
+        print(f"run folder: {run.path}")
+        state = run.state
+        runs.write_json(run.file(runs.DATASET), data.describe())
         if state["checkpoint"] is not None:
             _restore(model, run.last_checkpoint())
             print(f"resuming after epoch {state['epoch']} from {run.last_checkpoint().name}")
@@ -93,6 +97,7 @@ def _fit(cfg, run, state, data, verbose) -> None:
         raise SegkitError(f"training loss became NaN or infinite at {where}; stopped. In {run.path} {kept}; "
                           "lower optimizer.learning_rate or check the data")
     run.write_state({**recorder.state, "status": "finished"})
+    return run
 
 
 def build_model(cfg: dict, num_classes: int, image_size) -> keras.Model:
