@@ -276,6 +276,11 @@ def test_cli_errors_are_one_line_with_exit_code_2(dataset, tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert cli.main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a segkit run folder" in capsys.readouterr().err
+    for name in ("../escaped", "a/b"):
+        assert cli.main(["train", str(config), "--set", f"name={name}", "--runs", str(tmp_path / "runs")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "'name' must be one folder name" in err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("escaped")]
     assert not (tmp_path / "runs").exists()
 
 
