@@ -57,8 +57,8 @@ def _check_output_names(paths) -> None:
     for path in paths:
         other = seen.setdefault(path.stem.casefold(), path)
         if other != path:
-            raise SegkitError(f"inputs {other} and {path} would both be written as {path.stem}_mask.png and {path.stem}_overlay.png; "
-                              "rename one, or predict them into separate --out folders")
+            raise SegkitError(f"inputs {other} and {path} would both be written as {path.stem}_mask.png and "
+                              f"{path.stem}_overlay.png; rename one, or predict them into separate --out folders")
 
 
 def _readable(paths, skip_bad) -> list[Path]:
