@@ -55,7 +55,7 @@ def _evaluate(args):
 def _predict(args):
     import segkit
 
-    segkit.predict(args.model_path, args.inputs, out=args.out, tta=args.tta, window=args.window)
+    segkit.predict(args.model_path, args.inputs, out=args.out, tta=args.tta, window=args.window, skip_bad=args.skip_bad)
 
 
 def _compare(args):
@@ -96,6 +96,7 @@ def _add_model_commands(sub):
     p.add_argument("--out", required=True, help="folder for <name>_mask.png and <name>_overlay.png")
     p.add_argument("--tta", choices=("flip",))
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window tiles for large images")
+    p.add_argument("--skip-bad", action="store_true", help="leave out unreadable images (each reported in one line) instead of stopping")
     p.set_defaults(run=_predict)
 
     p = sub.add_parser("compare", help="compare finished runs in one report (report.md + figures)")

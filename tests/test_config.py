@@ -72,6 +72,15 @@ def test_overrides_as_a_dict_win_over_the_file(tmp_path):
         ({"data": {"path": "x"}, "train": "fast"}, None, r"section 'train' must be a mapping"),
         ({"data": {"path": "x"}}, ["train.epochs"], r"expected key=value"),
         ({"data": {"path": "x"}}, ["train.epochs=[1"], r"not valid YAML"),
+        ({"data": {"path": "x"}}, ["name=../x"], r"'name' must be one folder name .*got '../x'"),
+        ({"data": {"path": "x"}}, ["name=a/b"], r"'name' must be one folder name .*got 'a/b'"),
+        ({"data": {"path": "x"}}, ["name=.."], r"'name' must be one folder name"),
+        ({"data": {"path": "x"}}, ["data.limit=-1"], r"'data.limit' must be > 0, got -1"),
+        ({"data": {"path": "x"}}, ["train.steps_per_epoch=0"], r"'train.steps_per_epoch' must be > 0, got 0"),
+        ({"data": {"path": "x"}}, ["augment.hflip=1.5"], r"'augment.hflip' must be in \[0, 1\] .*got 1.5"),
+        ({"data": {"path": "x"}}, ["augment.hflip=-0.1"], r"'augment.hflip' must be in \[0, 1\] .*got -0.1"),
+        ({"data": {"path": "x"}}, ["augment.color_jitter=1"], r"'augment.color_jitter' must be in \[0, 1\), got 1"),
+        ({"data": {"path": "x"}}, ["augment.color_jitter=-0.2"], r"'augment.color_jitter' must be in \[0, 1\), got -0.2"),
     ],
 )
 def test_bad_keys_and_values_are_one_line_errors_naming_them(raw, overrides, message):

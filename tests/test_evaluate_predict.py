@@ -91,13 +91,31 @@ def test_a_model_for_other_classes_is_refused(trained, tmp_path_factory):
         segkit.evaluate(run.path, other, verbose=False)
 
 
-@pytest.mark.parametrize("content, message", [(b"not a zip", "cannot be loaded"), (None, "does not exist")])
-def test_unreadable_or_missing_model_files(tmp_path, content, message):
+@pytest.mark.parametrize("content, message", [(b"not a zip", "model.keras is not a .keras model archive"),
+                                              ("truncated", "model.keras is not a .keras model archive"),
+                                              (None, "does not exist")])
+def test_unreadable_or_missing_model_files(trained, tmp_path, content, message):
     path = tmp_path / "model.keras"
+    if content == "truncated":
+        whole = (trained[0].path / "best.keras").read_bytes()
+        content = whole[: len(whole) // 2]
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(SegkitError, match=message):
+    with pytest.raises(SegkitError, match=message) as err:
         segkit.evaluate(path, tmp_path, verbose=False)
+    assert "File not found" not in str(err.value)
+
+
+@pytest.mark.parametrize("inputs, outputs", [((8,), lambda x: keras.layers.Dense(3)(x)),
+                                             ((8, 8, 3), lambda x: keras.layers.GlobalAveragePooling2D()(x)),
+                                             ((8, 8, 1), lambda x: keras.layers.Conv2D(3, 1)(x))])
+def test_a_keras_file_that_is_not_a_segmentation_model_is_refused(tmp_path, inputs, outputs):
+    inputs = keras.Input(inputs)
+    keras.Model(inputs, outputs(inputs)).save(tmp_path / "other.keras")
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(SegkitError, match="other.keras is not a segmentation model"):
+        segkit.predict(tmp_path / "other.keras", [tmp_path / "images"], out=tmp_path / "out")
 
 
 def test_a_foreign_keras_file_with_unknown_layers_is_refused(tmp_path):
@@ -109,8 +127,22 @@ def test_a_foreign_keras_file_with_unknown_layers_is_refused(tmp_path):
     inputs = keras.Input((8, 8, 3))
     keras.Model(inputs, Unknown()(inputs)).save(tmp_path / "foreign.keras")
     keras.saving.get_custom_objects().pop("elsewhere>Unknown")
-    with pytest.raises(SegkitError, match="foreign.keras cannot be loaded"):
+    with pytest.raises(SegkitError, match="foreign.keras cannot be loaded: it uses class 'Unknown', which is neither"):
         segkit.predict(tmp_path / "foreign.keras", [tmp_path], out=tmp_path / "out")
+
+
+def test_evaluate_checks_the_json_folder_and_batch_size_before_scoring(trained, tmp_path, monkeypatch):
+    run, dataset = trained
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("the evaluation ran before the arguments were checked")
+
+    monkeypatch.setattr("segkit.workflows.evaluate.confusion", no_scoring)
+    with pytest.raises(SegkitError, match="missing/scores.json: folder .*missing does not exist"):
+        segkit.evaluate(run.path, dataset, json_path=tmp_path / "missing" / "scores.json", verbose=False)
+    for size in (0, -3):
+        with pytest.raises(SegkitError, match=f"batch size must be a positive integer, got {size}"):
+            segkit.evaluate(run.path, dataset, batch_size=size, verbose=False)
 
 
 def test_evaluate_on_a_missing_dataset_and_a_non_run_folder(trained, tmp_path):
@@ -131,3 +163,81 @@ def test_predict_bad_inputs(trained, tmp_path):
         segkit.predict(run.path, [tmp_path / "empty"], out=tmp_path / "out")
     with pytest.raises(SegkitError, match="missing.png does not exist"):
         segkit.predict(run.path, [tmp_path / "missing.png"], out=tmp_path / "out")
+
+
+def _write_images(folder, names, size=(32, 32)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for name in names:
+        cv2.imwrite(str(folder / name), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("layout", [{"a": ["x.jpg", "x.png"]}, {"a": ["x.png"], "b": ["x.png"]}, {"a": ["X.png"], "b": ["x.jpg"]}])
+def test_predict_refuses_inputs_whose_outputs_would_share_a_name(trained, tmp_path, layout):
+    run, _ = trained
+    for folder, names in layout.items():
+        _write_images(tmp_path / folder, names)
+    with pytest.raises(SegkitError, match=r"(?i)x.(png|jpg) and .*x.(png|jpg) would both be written as x_mask.png"):
+        segkit.predict(run.path, [tmp_path / folder for folder in layout], out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_takes_a_file_named_twice_once(trained, tmp_path):
+    run, _ = trained
+    folder = _write_images(tmp_path / "a", ["x.png", "y.png"])
+    written = segkit.predict(run.path, [folder, folder / "x.png"], out=tmp_path / "out")
+    assert sorted(p.name for p in written) == ["x_mask.png", "x_overlay.png", "y_mask.png", "y_overlay.png"]
+
+
+def test_predict_checks_every_input_before_writing_anything(trained, tmp_path):
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png", "c.png"])
+    (folder / "b.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(SegkitError, match="b.png") as err:
+        segkit.predict(run.path, [folder], out=tmp_path / "out")
+    assert "--skip-bad" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_skip_bad_reports_each_skipped_file_and_predicts_the_rest(trained, tmp_path, capsys):
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png", "d.png"])
+    (folder / "b.png").write_bytes(b"\x89PNG not really")
+    (folder / "c.jpg").write_bytes(b"")
+    written = segkit.predict(run.path, [folder], out=tmp_path / "out", skip_bad=True)
+    assert sorted(p.name for p in written) == ["a_mask.png", "a_overlay.png", "d_mask.png", "d_overlay.png"]
+    lines = capsys.readouterr().out.splitlines()
+    skipped = [line for line in lines if line.startswith("skipped ")]
+    assert len(skipped) == 3 and "b.png" in skipped[0] and "c.jpg" in skipped[1]
+    assert skipped[-1] == "skipped 2 of 4 images (unreadable)"
+    with pytest.raises(SegkitError, match="none of the 2 images"):
+        segkit.predict(run.path, [folder / "b.png", folder / "c.jpg"], out=tmp_path / "out2", skip_bad=True)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_predict_out_that_is_a_file_is_refused_first(trained, tmp_path):
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png"])
+    (tmp_path / "out").write_text("keep me")
+    with pytest.raises(SegkitError, match="out is a file, not a folder"):
+        segkit.predict(run.path, [folder], out=tmp_path / "out")
+    assert (tmp_path / "out").read_text() == "keep me"
+
+
+def test_cli_predict_skip_bad_and_one_line_errors(trained, tmp_path, capsys):
+    from segkit import cli
+
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png"])
+    (folder / "b.png").write_bytes(b"junk")
+    assert cli.main(["predict", str(run.path), str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segkit: error: ") and err.count("\n") == 1 and "b.png" in err
+    assert cli.main(["predict", str(run.path), str(folder), "--out", str(tmp_path / "out"), "--skip-bad"]) == 0
+    assert "skipped 1 of 2 images" in capsys.readouterr().out
+    assert (tmp_path / "out" / "a_mask.png").is_file()
+    for args in (["--batch-size", "0"], ["--batch-size", "-3"], ["--json", str(tmp_path / "no" / "x.json")]):
+        assert cli.main(["evaluate", str(run.path), "--data", str(trained[1]), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("segkit: error: ") and err.count("\n") == 1

@@ -232,3 +232,15 @@ def test_bad_arguments_raise_one_line_errors(change, message):
 def test_bad_augment_settings_raise(kwargs):
     with pytest.raises(SegkitError):
         Augment(**kwargs)
+
+
+def test_batch_of_any_epoch_equals_that_epochs_batch_after_its_shuffles():
+    images, masks = _self_describing(n=8, h=16, w=16)
+    loader = make_loader(images, masks, np.arange(8), 3, augment=Augment(crop=(16, 16)), seed=4)
+    wanted = [loader.batch_of(epoch, 1) for epoch in range(3)]
+    for epoch in range(3):
+        x, y = loader[1]
+        np.testing.assert_array_equal(x, wanted[epoch][0])
+        np.testing.assert_array_equal(y, wanted[epoch][1])
+        loader.on_epoch_end()
+    assert not np.array_equal(wanted[0][1], wanted[1][1])

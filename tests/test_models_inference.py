@@ -120,6 +120,45 @@ def test_sliding_window_averages_overlapping_tiles():
     np.testing.assert_allclose(predict_probabilities(model, image, window=(32, 32), overlap=0.5), expected, atol=1e-5)
 
 
+def _tile_by_tile(model, image, window, starts):
+    """Each tile's flip-TTA softmax from direct model calls, averaged per pixel in float64."""
+    total = np.zeros((*image.shape[:2], NUM_CLASSES))
+    count = np.zeros((*image.shape[:2], 1))
+    for r, c in starts:
+        tile = image[None, r : r + window[0], c : c + window[1]]
+        probs = (softmax(run(model, tile)) + softmax(run(model, tile[:, :, ::-1]))[:, :, ::-1]) / 2
+        total[r : r + window[0], c : c + window[1]] += probs[0]
+        count[r : r + window[0], c : c + window[1]] += 1
+    return total / count
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_sliding_window_with_many_tiles_matches_a_tile_by_tile_average(batch_size):
+    image = np.random.default_rng(6).uniform(0, 255, (2, 48, 104, 3)).astype("float32")
+    model = context_model()
+    # 32-pixel tiles, overlap 1/3: step round(32 * 2 / 3) = 21, the last tile flush with the end
+    starts = [(r, c) for r in (0, 16) for c in (0, 21, 42, 63, 72)]
+    got = predict_probabilities(model, image, window=(32, 32), overlap=1 / 3, batch_size=batch_size, tta="flip")
+    for one, result in zip(image, got):
+        np.testing.assert_allclose(result, _tile_by_tile(model, one, (32, 32), starts), atol=1e-5)
+
+
+def test_sliding_window_memory_grows_with_the_image_not_the_tiles():
+    """Peak numpy memory stays a few times the output, though the tiles cover the image about 4 times over."""
+    import tracemalloc
+
+    image = np.random.default_rng(7).integers(0, 256, (256, 512, 3)).astype("uint8")
+    model = per_pixel_model()
+    predict_probabilities(model, image[:32, :32], window=(32, 32))  # trace the model outside the measurement
+    tracemalloc.start()
+    try:
+        probs = predict_probabilities(model, image, window=(32, 32), overlap=0.5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * probs.nbytes, f"peak {peak / 1e6:.1f} MB for a {probs.nbytes / 1e6:.1f} MB result"
+
+
 def test_fixed_size_model_pads_smaller_images_and_tiles_larger_ones():
     model = per_pixel_model(input_shape=(32, 32, 3))
     small = np.random.default_rng(4).integers(0, 256, (20, 27, 3)).astype("uint8")

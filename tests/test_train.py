@@ -84,8 +84,11 @@ class _Killed(BaseException):
     """Stands for SIGKILL: raised between writing a checkpoint and committing it."""
 
 
-def test_a_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, stand_in, tmp_path, monkeypatch):
-    config = tiny_config(dataset, train={"epochs": 3}, optimizer={"schedule": "poly", "name": "sgd", "learning_rate": 0.05})
+@pytest.mark.parametrize("steps_per_epoch, augment", [(None, False), (2, True)], ids=["whole-epochs", "2-of-3-steps"])
+def test_a_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, stand_in, tmp_path, monkeypatch, recwarn,
+                                                                     steps_per_epoch, augment):
+    config = tiny_config(dataset, train={"epochs": 3, "steps_per_epoch": steps_per_epoch}, augment={"enabled": augment},
+                         optimizer={"schedule": "poly", "name": "sgd", "learning_rate": 0.05})
     whole = _train(config, tmp_path / "whole")
 
     real_write_state = runs.Run.write_state
@@ -110,9 +113,11 @@ def test_a_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, st
     assert sorted(p.name for p in killed.glob("last-*.keras")) == ["last-0003.keras"]  # the uncommitted one is gone
     a, b = (pd.read_csv(r.path / "history.csv").drop(columns="seconds") for r in (whole, resumed))
     pd.testing.assert_frame_equal(a, b, atol=1e-5)
+    steps = steps_per_epoch or 3  # 12 training items, batch 4: 3 batches
+    assert list(b["steps"]) == [steps] * 3
+    assert not [w for w in recwarn if "ran out of data" in str(w.message)]
     # poly schedule continued from the restored step count: lr = 0.05 * (1 - step / total) ** 0.9 at each epoch's end
-    steps = 3  # 12 training items, batch 4
-    expected = [0.05 * (1 - min(e * steps, 9) / 9) ** 0.9 for e in (1, 2, 3)]
+    expected = [0.05 * (1 - e / 3) ** 0.9 for e in (1, 2, 3)]
     np.testing.assert_allclose(b["learning_rate"], expected, atol=1e-7)
     for x, y in zip(*(keras.saving.load_model(r.path / "last-0003.keras").get_weights() for r in (whole, resumed))):
         np.testing.assert_allclose(x, y, atol=1e-5)
@@ -204,6 +209,21 @@ def test_prepared_size_differs_from_config_size(dataset, tmp_path):
         _train(tiny_config(dataset, data={"size": [64, 64]}), tmp_path)
 
 
+def test_a_limit_too_small_for_a_holdout_split_names_data_limit(dataset, tmp_path):
+    with pytest.raises(SegkitError, match=r"data.limit=1 leaves 1 item of .*needs at least 2"):
+        _train(tiny_config(dataset, data={"limit": 1}), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_model_the_config_cannot_build_leaves_no_run_folder(dataset, tmp_path_factory, tmp_path):
+    with pytest.raises(SegkitError, match="missing.h5"):
+        _train(tiny_config(dataset, model={"encoder_weights": str(tmp_path / "missing.h5")}), tmp_path / "runs")
+    odd = prepared_synthetic(tmp_path_factory.mktemp("odd"), count=6, size=(48, 48))
+    with pytest.raises(SegkitError, match="not a multiple of 32"):
+        _train(tiny_config(odd), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_misspelt_key_and_unknown_optimizer(dataset, tmp_path):
     with pytest.raises(SegkitError, match=r"'train.epoch'.*did you mean 'train.epochs'"):
         _train(tiny_config(dataset), tmp_path, overrides={"train.epoch": 3})
@@ -256,6 +276,11 @@ def test_cli_errors_are_one_line_with_exit_code_2(dataset, tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert cli.main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a segkit run folder" in capsys.readouterr().err
+    for name in ("../escaped", "a/b"):
+        assert cli.main(["train", str(config), "--set", f"name={name}", "--runs", str(tmp_path / "runs")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "'name' must be one folder name" in err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("escaped")]
     assert not (tmp_path / "runs").exists()
 
 

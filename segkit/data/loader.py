@@ -118,23 +118,28 @@ class SegmentationBatches(keras.utils.PyDataset):
         self.order = self._order_for(self.epoch)
 
     def __getitem__(self, batch: int):
+        return self.batch_of(self.epoch, batch)
+
+    def batch_of(self, epoch: int, batch: int):
+        """Batch `batch` of epoch `epoch`: a function of (seed, epoch, batch) alone, whichever epoch the loader is at."""
         if not 0 <= batch < len(self):
             raise IndexError(f"batch {batch} out of range for {len(self)} batches")
-        picks = self.order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        order = self.order if epoch == self.epoch else self._order_for(epoch)
+        picks = order[batch * self.batch_size : (batch + 1) * self.batch_size]
         if self.augment is None:
             x = np.asarray(self.images[picks], np.float32)
             y = np.asarray(self.masks[picks])
         else:
-            x, y = self._augmented(picks, batch)
+            x, y = self._augmented(picks, epoch, batch)
         return x, self._targets(y)
 
-    def _augmented(self, picks: np.ndarray, batch: int):
+    def _augmented(self, picks: np.ndarray, epoch: int, batch: int):
         out_h, out_w = self.augment.output_size(*self.masks.shape[1:3])
         x = np.empty((len(picks), out_h, out_w, 3), np.float32)
         y = np.empty((len(picks), out_h, out_w), np.uint8)
         for slot, item in enumerate(picks):
             # One generator per (seed, epoch, position): results do not depend on which worker runs it.
-            rng = np.random.default_rng([self.seed, self.epoch, batch * self.batch_size + slot])
+            rng = np.random.default_rng([self.seed, epoch, batch * self.batch_size + slot])
             x[slot], y[slot] = self.augment(np.asarray(self.images[item]), np.asarray(self.masks[item]), rng)
         return x, y
 

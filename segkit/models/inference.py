@@ -115,7 +115,7 @@ def predict_probabilities(model, images, *, tta=None, window=None, overlap=1 / 3
     if window is None:
         result = _predict_whole(model, batch, probabilities, pad_mode)
     else:
-        result = _predict_windows(model, batch, window, overlap, probabilities, pad_mode)
+        result = _predict_windows(model, batch, window, overlap, probabilities, pad_mode, batch_size)
     return result[0] if single else result
 
 
@@ -147,7 +147,9 @@ def _probabilities(model, x, batch_size, tta):
 
 
 def _logits(model, x, batch_size):
-    outputs = model.predict(np.ascontiguousarray(x), batch_size=batch_size, verbose=0)
+    x = np.ascontiguousarray(x)
+    # One batch (a chunk of tiles) skips predict()'s set-up of about 0.2 s per call; its numbers are the same.
+    outputs = model.predict_on_batch(x) if len(x) <= batch_size else model.predict(x, batch_size=batch_size, verbose=0)
     return outputs["logits"] if isinstance(outputs, dict) else outputs
 
 
@@ -186,23 +188,30 @@ def _pad(batch, size, pad_mode):
     return np.pad(batch, extra, mode=pad_mode)
 
 
-def _predict_windows(model, batch, window, overlap, probabilities, pad_mode):
+def _predict_windows(model, batch, window, overlap, probabilities, pad_mode, batch_size):
     window = _check_window(model, window)
     height, width = batch.shape[1:3]
     padded = _pad(batch, (max(height, window[0]), max(width, window[1])), pad_mode)
-    rows = _starts(padded.shape[1], window[0], overlap)
-    cols = _starts(padded.shape[2], window[1], overlap)
-    results = []
-    for image in padded:
-        tiles = np.stack([image[r : r + window[0], c : c + window[1]] for r in rows for c in cols])
-        tile_probs = probabilities(tiles)
-        total = np.zeros((*image.shape[:2], tile_probs.shape[-1]), "float32")
-        count = np.zeros((*image.shape[:2], 1), "float32")
-        for tile, (r, c) in zip(tile_probs, [(r, c) for r in rows for c in cols]):
+    starts = [(r, c) for r in _starts(padded.shape[1], window[0], overlap) for c in _starts(padded.shape[2], window[1], overlap)]
+    results = [_average_tiles(image, window, starts, probabilities, batch_size)[:height, :width] for image in padded]
+    return results[0][None] if len(results) == 1 else np.stack(results)
+
+
+def _average_tiles(image, window, starts, probabilities, batch_size):
+    """Per-pixel mean of the probabilities of the tiles at `starts`, summed into one buffer `batch_size` tiles at a
+    time: memory grows with the image, not with the number of tiles."""
+    total = None
+    count = np.zeros((*image.shape[:2], 1), "float32")
+    for first in range(0, len(starts), batch_size):
+        chunk = starts[first : first + batch_size]
+        tile_probs = probabilities(np.stack([image[r : r + window[0], c : c + window[1]] for r, c in chunk]))
+        if total is None:
+            total = np.zeros((*image.shape[:2], tile_probs.shape[-1]), "float32")
+        for tile, (r, c) in zip(tile_probs, chunk):
             total[r : r + window[0], c : c + window[1]] += tile
             count[r : r + window[0], c : c + window[1]] += 1
-        results.append((total / count)[:height, :width])
-    return np.stack(results)
+    total /= count
+    return total
 
 
 def _check_window(model, window):

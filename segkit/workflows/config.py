@@ -151,6 +151,9 @@ def validate(config: dict, where: str = "config") -> None:
             raise SegkitError(f"{where}: missing required key '{key}' ({SCHEMA[section][name].help})")
     if not isinstance(config["name"], str) or not config["name"]:
         raise SegkitError(f"{where}: 'name' must be a non-empty string, got {config['name']!r}")
+    if config["name"] in (".", "..") or any(sep in config["name"] for sep in "/\\"):
+        # The run folder is runs_dir/<name>-<time>: a separator or '..' would put it elsewhere.
+        raise SegkitError(f"{where}: 'name' must be one folder name (no '/', '\\', '.' or '..'), got {config['name']!r}")
     for section, fields in SCHEMA.items():
         for name, field in fields.items():
             config[section][name] = _checked(f"{section}.{name}", config[section][name], field, where)
@@ -239,10 +242,15 @@ def _float_or_text(text: str):
 def _check_ranges(config: dict, where: str) -> None:
     data, train, augment = config["data"], config["train"], config["augment"]
     positive = {"train.batch_size": train["batch_size"], "train.epochs": train["epochs"],
+                "train.steps_per_epoch": train["steps_per_epoch"], "data.limit": data["limit"],
                 "optimizer.learning_rate": config["optimizer"]["learning_rate"]}
     for key, value in positive.items():
-        if value <= 0:
+        if value is not None and value <= 0:
             raise SegkitError(f"{where}: '{key}' must be > 0, got {value!r}")
+    if not 0 <= augment["hflip"] <= 1:
+        raise SegkitError(f"{where}: 'augment.hflip' must be in [0, 1] (a probability), got {augment['hflip']!r}")
+    if not 0 <= augment["color_jitter"] < 1:
+        raise SegkitError(f"{where}: 'augment.color_jitter' must be in [0, 1), got {augment['color_jitter']!r}")
     if data["size"] is not None and not (len(data["size"]) == 2 and all(isinstance(v, int) and v > 0 for v in data["size"])):
         raise SegkitError(f"{where}: 'data.size' must be [H, W] with positive integers, got {data['size']!r}")
     if data["val_path"] is None and data["val_split"] is None and not data["val"] > 0:

@@ -75,6 +75,10 @@ def training_data(config: dict) -> TrainingData:
     dataset, path = open_dataset(spec["path"], split=spec["split"], **common)
     items = np.arange(_count(dataset) if spec["limit"] is None else min(spec["limit"], _count(dataset)))
     if spec["val_path"] is None and spec["val_split"] is None:
+        if len(items) < 2:
+            have = f"data.limit={spec['limit']} leaves" if spec["limit"] is not None else "there is"
+            raise SegkitError(f"{have} {len(items)} item of {path}; a hold-out validation split (data.val) needs at least 2, "
+                              "or give data.val_path / data.val_split")
         val_count = int(spec["val"]) if spec["val"] >= 1 else float(spec["val"])
         train_idx, val_idx = data_lib.holdout_split(len(items), val_count, seed=config["train"]["seed"])
         train = Split(dataset, items[np.asarray(train_idx)], path)

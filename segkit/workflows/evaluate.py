@@ -1,6 +1,7 @@
 """`segkit.evaluate`: a trained model's per-class IoU table and means on any dataset segkit reads."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -49,6 +50,10 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
     """
     if tta not in (None, "flip"):
         raise SegkitError(f"tta={tta!r} is not supported; use flip or none")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SegkitError(f"batch size must be a positive integer, got {batch_size!r}")
+    if json_path is not None and not Path(json_path).parent.is_dir():
+        raise SegkitError(f"--json {json_path}: folder {Path(json_path).parent} does not exist")
     net, _ = load_model(model_path)
     dataset, path = datasets.open_dataset(data, format=format, split=split, classes=classes, cache=cache)
     datasets.check_num_classes(num_classes_of(net), len(dataset.classes), model_path, path)

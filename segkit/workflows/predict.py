@@ -14,20 +14,29 @@ from segkit.workflows import loading, runs
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def predict(model_path, inputs, *, out, tta=None, window=None) -> list[Path]:
+def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False) -> list[Path]:
     """Writes `<stem>_mask.png` (class colours) and `<stem>_overlay.png` per image into `out`; returns the paths.
 
     model_path: a run folder or .keras file. inputs: image files and/or folders of images of any size: smaller
     than the model's input they are padded and cropped back, larger they are predicted in overlapping tiles
     of the model's input size (or of `window` (h, w) when given).
+    Every input is read before anything is written: an unreadable image stops the call with nothing written,
+    or with `skip_bad` is reported in one line and left out (with a count at the end).
     """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SegkitError(f"--out {out} is a file, not a folder")
     net, run = loading.load_model(model_path)
     colors = class_colors(run, loading.num_classes_of(net))
     paths = image_files(inputs)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_output_names(paths)
+    readable = _readable(paths, skip_bad)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SegkitError(f"--out {out} cannot be created: {err.strerror}") from None
     written = []
-    for path in paths:
+    for path in readable:
         image = read_image(path)
         tiles = loading.window_for(net, image.shape[:2], window)
         mask = models.predict_probabilities(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
@@ -36,7 +45,37 @@ def predict(model_path, inputs, *, out, tta=None, window=None) -> list[Path]:
             _write_png(target, picture)
             written.append(target)
         print(f"{path} -> {out / path.stem}_{{mask,overlay}}.png")
+    if len(readable) < len(paths):
+        print(f"skipped {len(paths) - len(readable)} of {len(paths)} images (unreadable)")
     return written
+
+
+def _check_output_names(paths) -> None:
+    """Outputs are named by file stem: two inputs with one stem (x.jpg and x.png, or a/x.png and b/x.png) would
+    overwrite each other. Compared case-folded, as on case-insensitive file systems."""
+    seen = {}
+    for path in paths:
+        other = seen.setdefault(path.stem.casefold(), path)
+        if other != path:
+            raise SegkitError(f"inputs {other} and {path} would both be written as {path.stem}_mask.png and "
+                              f"{path.stem}_overlay.png; rename one, or predict them into separate --out folders")
+
+
+def _readable(paths, skip_bad) -> list[Path]:
+    """The paths whose images decode (each is read once here, so a bad one stops the call before anything is written)."""
+    good = []
+    for path in paths:
+        try:
+            read_image(path)
+        except SegkitError as err:
+            if not skip_bad:
+                raise SegkitError(f"{err} (nothing written; --skip-bad predicts the other images)") from None
+            print(f"skipped {path}: {err}")
+            continue
+        good.append(path)
+    if not good:
+        raise SegkitError(f"none of the {len(paths)} images can be read; nothing written")
+    return good
 
 
 def class_colors(run, num_classes: int) -> np.ndarray:
@@ -65,7 +104,15 @@ def image_files(inputs) -> list[Path]:
             found_files.append(item)
         else:
             raise SegkitError(f"input {item} does not exist")
-    return found_files
+    return _without_repeats(found_files)
+
+
+def _without_repeats(paths) -> list[Path]:
+    """`paths` in order, each file once (a folder and a file inside it may both be named)."""
+    unique = {}
+    for path in paths:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:

@@ -33,23 +33,24 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
     data = datasets.training_data(cfg)  # bad data fails here, before a new run folder exists
     # A non-chief worker of a multi-worker run takes the same steps in a throwaway folder (scratch).
     with distribution.worker_scratch(cfg["train"]["distribution"]) as scratch:
-        if resume is None:
-            run = runs.Run.create(scratch or runs_dir, cfg)
-        else:
-            run = run if scratch is None else runs.Run(shutil.copytree(run.path, scratch / run.path.name))
-            run.remove_stale_checkpoints()
-        return _train_in(run, cfg, data, verbose)
+
+        def open_run() -> runs.Run:
+            if resume is None:
+                return runs.Run.create(scratch or runs_dir, cfg)
+            resumed = run if scratch is None else runs.Run(shutil.copytree(run.path, scratch / run.path.name))
+            resumed.remove_stale_checkpoints()
+            return resumed
+
+        return _train_in(open_run, cfg, data, verbose)
 
 
-def _train_in(run, cfg, data, verbose) -> runs.Run:
-    state = run.state
-    print(f"run folder: {run.path}")
+def _train_in(open_run, cfg, data, verbose) -> runs.Run:
     keras.utils.set_random_seed(cfg["train"]["seed"])
     policy = keras.mixed_precision.dtype_policy()
     if cfg["train"]["mixed_precision"]:
         keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:
-        _fit(cfg, run, state, data, verbose)
+        run = _fit(cfg, open_run, data, verbose)
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
     run_report.finish_run(run, data, batch_size=cfg["train"]["batch_size"])
@@ -57,12 +58,9 @@ def _train_in(run, cfg, data, verbose) -> runs.Run:
     return run
 
 
-def _fit(cfg, run, state, data, verbose) -> None:
+def _fit(cfg, open_run, data, verbose) -> runs.Run:
     train_cfg = cfg["train"]
-    runs.write_json(run.file(runs.DATASET), data.describe())
     train_loader = _loader(cfg, data.train, shuffle=True)
-    for _ in range(state["epoch"]):  # replay finished epochs' shuffles: a resumed run sees the batches an uninterrupted one would
-        train_loader.on_epoch_end()
     val_loader = _loader(cfg, data.val, shuffle=False)
     steps = len(train_loader) if train_cfg["steps_per_epoch"] is None else min(len(train_loader), train_cfg["steps_per_epoch"])
     with distribution.scope(train_cfg["distribution"]) as replicas:
@@ -70,17 +68,21 @@ def _fit(cfg, run, state, data, verbose) -> None:
             print(f"data-parallel training on {replicas} devices ({train_cfg['distribution']})")
         model = build_model(cfg, data.num_classes, data.train.image_size)
         _compile(model, cfg, data, total_steps=steps * train_cfg["epochs"])
+        run = open_run()  # only now: a config the model or its weights reject leaves no orphan run folder
+        print(f"run folder: {run.path}")
+        state = run.state
+        runs.write_json(run.file(runs.DATASET), data.describe())
         if state["checkpoint"] is not None:
             _restore(model, run.last_checkpoint())
             print(f"resuming after epoch {state['epoch']} from {run.last_checkpoint().name}")
         recorder = RunRecorder(run, models.without_aux(model), state,
                                max_seconds=None if train_cfg["max_minutes"] is None else 60 * train_cfg["max_minutes"])
+        aux = isinstance(model.output, dict)
         model.fit(
-            _with_aux_targets(train_loader, model),
-            validation_data=_with_aux_targets(val_loader, model),
+            _EpochSteps(train_loader, steps, epoch=state["epoch"], aux=aux),
+            validation_data=_EpochSteps(val_loader, len(val_loader), aux=aux),
             epochs=train_cfg["epochs"],
             initial_epoch=state["epoch"],
-            steps_per_epoch=train_cfg["steps_per_epoch"],
             callbacks=[recorder, *_tensorboard(run)],
             shuffle=False,  # the loader shuffles from (seed, epoch); Keras' own batch shuffle would not survive a resume
             verbose=verbose,
@@ -93,6 +95,7 @@ def _fit(cfg, run, state, data, verbose) -> None:
         raise SegkitError(f"training loss became NaN or infinite at {where}; stopped. In {run.path} {kept}; "
                           "lower optimizer.learning_rate or check the data")
     run.write_state({**recorder.state, "status": "finished"})
+    return run
 
 
 def build_model(cfg: dict, num_classes: int, image_size) -> keras.Model:
@@ -148,26 +151,30 @@ def _loader(cfg, split, *, shuffle):
                                 shuffle=shuffle, augment=augment, seed=cfg["train"]["seed"])
 
 
-class _AuxTargets(keras.utils.PyDataset):
-    """Feeds the same mask to both outputs of a model with an auxiliary head."""
+class _EpochSteps(keras.utils.PyDataset):
+    """`steps` batches per fit epoch, taken in turn from the loader's endless stream of shuffled epochs.
 
-    def __init__(self, loader):
+    Batch k of fit epoch e is stream batch e * steps + k: a function of (seed, e, k) alone, so a run resumed
+    at epoch e sees exactly the batches an uninterrupted one would, also when train.steps_per_epoch is below
+    the loader's batches per epoch (Keras' own steps_per_epoch carries its iterator across epochs instead).
+    aux: feed the same mask to both outputs of a model with an auxiliary head.
+    """
+
+    def __init__(self, loader, steps, *, epoch=0, aux=False):
         super().__init__()
-        self.loader = loader
+        self.loader, self.steps, self.epoch, self.aux = loader, steps, epoch, aux
 
     def __len__(self):
-        return len(self.loader)
+        return self.steps
 
     def __getitem__(self, index):
-        x, y = self.loader[index]
-        return x, {"logits": y, "aux_logits": y}
+        if not 0 <= index < self.steps:
+            raise IndexError(f"step {index} out of range for {self.steps} steps")
+        x, y = self.loader.batch_of(*divmod(self.epoch * self.steps + index, len(self.loader)))
+        return (x, {"logits": y, "aux_logits": y}) if self.aux else (x, y)
 
     def on_epoch_end(self):
-        self.loader.on_epoch_end()
-
-
-def _with_aux_targets(loader, model):
-    return _AuxTargets(loader) if isinstance(model.output, dict) else loader
+        self.epoch += 1
 
 
 def _tensorboard(run) -> list:
