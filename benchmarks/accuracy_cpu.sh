@@ -23,6 +23,8 @@ case "$CORES" in
     *) echo "accuracy_cpu.sh: CORES must be both or split, got '$CORES'" >&2; exit 2 ;;
 esac
 mkdir -p "$RUNS/logs"
+# This checkout's segkit (python -m from its root), not whichever one a `segkit` on PATH belongs to.
+segkit=(python -m segkit.cli)
 
 overrides=(--set "train.max_minutes=${BUDGET}")
 for item in $SET; do overrides+=(--set "$item"); done
@@ -30,12 +32,24 @@ for item in $SET; do overrides+=(--set "$item"); done
 train_one() {  # config, core ('' = no pinning); the run folder is the last "run folder:" line of its log
     local config=$1 core=$2 log="$RUNS/logs/$(basename "$1" .yaml).log"
     if [ -z "$core" ]; then
-        segkit train "$config" --runs "$RUNS" "${overrides[@]}" > "$log" 2>&1
+        "${segkit[@]}" train "$config" --runs "$RUNS" "${overrides[@]}" > "$log" 2>&1
     else
         OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
-            taskset -c "$core" segkit train "$config" --runs "$RUNS" "${overrides[@]}" --set train.threads=1 > "$log" 2>&1
+            taskset -c "$core" "${segkit[@]}" train "$config" --runs "$RUNS" "${overrides[@]}" --set train.threads=1 > "$log" 2>&1
     fi
 }
+
+# Prepare each dataset once, in turn, before any run starts: two side-by-side runs would otherwise prepare the same one.
+CONFIGS="$CONFIGS" SET="$SET" python - <<'PY'
+import os, sys
+from segkit.errors import SegkitError
+from segkit.workflows import config, datasets
+try:
+    for path in os.environ["CONFIGS"].split():
+        datasets.training_data(config.load(path, os.environ["SET"].split()))
+except SegkitError as err:
+    sys.exit(f"accuracy_cpu.sh: error: {err}")
+PY
 
 started=$(date +%s)
 if [ "$CORES" = both ]; then

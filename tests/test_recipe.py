@@ -80,6 +80,8 @@ class RawWeights(keras.callbacks.Callback):
         self.seen = []
 
     def on_train_batch_end(self, batch, logs=None):
+        if hasattr(self.model, "jax_state_sync"):  # JAX holds the weights outside the variables during an epoch
+            self.model.jax_state_sync()
         self.seen.append([np.array(keras.ops.convert_to_numpy(v)) for v in self.model.trainable_variables])
 
 

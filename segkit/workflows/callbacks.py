@@ -120,9 +120,8 @@ class EmaWeights(keras.callbacks.Callback):
     @contextlib.contextmanager
     def swapped(self):
         raw = _values(self._variables())
-        optimizer = self.model.optimizer
-        for var, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
-            var.assign(average)
+        # Copies, not the averages' own arrays: JAX would donate a shared buffer at the next step and lose the average.
+        _assign(self._variables(), _values(self.model.optimizer._model_variables_moving_average))
         try:
             yield
         finally:
