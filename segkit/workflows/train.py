@@ -34,6 +34,7 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
     else:
         cfg = config_lib.load(config, overrides)
     data = datasets.training_data(cfg)  # bad data fails here, before a new run folder exists
+    _check_training_sizes(cfg, data.num_classes)  # and crops the model cannot take
     # A non-chief worker of a multi-worker run takes the same steps in a throwaway folder (scratch).
     with distribution.worker_scratch(cfg["train"]["distribution"]) as scratch:
         if resume is None:
@@ -70,9 +71,8 @@ def _fit(cfg, run, state, data, verbose) -> None:
     with distribution.scope(train_cfg["distribution"]) as replicas:
         if replicas > 1:
             print(f"data-parallel training on {replicas} devices ({train_cfg['distribution']})")
-        sizes = training_sizes(cfg)
-        model = build_model(cfg, data.num_classes, data.train.image_size if not sizes else (None, None))
-        _check_multiple(model, sizes)
+        # Crops train at other sizes than validation: the model then takes any size.
+        model = build_model(cfg, data.num_classes, (None, None) if training_sizes(cfg) else data.train.image_size)
         _compile(model, cfg, data, total_steps=steps * train_cfg["epochs"])
         if train_cfg["max_minutes"] is not None and cfg["optimizer"]["schedule"] != "constant":
             print(f"note: the {cfg['optimizer']['schedule']} learning rate spans train.epochs={train_cfg['epochs']} "
@@ -149,8 +149,12 @@ def set_threads(threads) -> None:
               f"it keeps {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads")
 
 
-def _check_multiple(model, sizes) -> None:
-    multiple = models.required_multiple(model)
+def _check_training_sizes(cfg, num_classes) -> None:
+    """Raises when a crop size of augment.crop / train.progressive is not a multiple of the model's largest stride."""
+    sizes = training_sizes(cfg)
+    if not sizes:
+        return
+    multiple = models.required_multiple(build_model(cfg, num_classes, (None, None)))
     for size in sizes:
         if any(side % multiple for side in size):
             raise SegkitError(f"training crop {size[0]}x{size[1]} (augment.crop / train.progressive) is not a multiple of "
