@@ -77,4 +77,4 @@ for config in $CONFIGS; do
     [ -n "$folder" ] && folders+=("$folder")
 done
 python benchmarks/accuracy_table.py --cores "$CORES" "${folders[@]}" | tee "$RUNS/table.md"
-echo "wall-clock $(( ($(date +%s) - started) / 60 )) min; rerun: BUDGET=${BUDGET} CORES=${CORES} bash benchmarks/accuracy_cpu.sh"
+echo "wall-clock $(( ($(date +%s) - started) / 60 )) min; rerun: BUDGET=${BUDGET} CORES=${CORES}${SET:+ SET=\"$SET\"} bash benchmarks/accuracy_cpu.sh (CONFIGS: $(echo $CONFIGS | wc -w) files)"
