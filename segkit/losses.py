@@ -3,8 +3,9 @@
 Every loss takes `y_true` as integer class ids `(B, H, W)` or `(B, H, W, 1)` and `y_pred` as
 `(B, H, W, C)` logits (`from_logits=True`, the default) or probabilities (`from_logits=False`).
 Pixels labelled `ignore_index`, or with any id outside `0..C-1`, carry no loss and no gradient.
-Each loss returns one number for the whole batch: cross-entropy and focal are the (class-weighted)
-mean over the labelled pixels of the batch; Dice is computed per class over the whole batch.
+Each loss returns one number for the whole batch: cross-entropy, OHEM and focal are the (class-weighted)
+mean over the (kept) labelled pixels of the batch; Dice and Lovasz-softmax are computed per class over the
+whole batch.
 Written with `keras.ops` only, so it runs under TensorFlow and JAX; registered for `.keras` files.
 """
 
@@ -14,7 +15,8 @@ from keras import ops
 
 from segkit.errors import SegkitError
 
-__all__ = ["CrossEntropy", "SoftDice", "Focal", "Combined", "get", "class_weights", "LOSS_NAMES"]
+__all__ = ["CrossEntropy", "OhemCrossEntropy", "SoftDice", "Focal", "LovaszSoftmax", "Combined", "get", "class_weights",
+           "LOSS_NAMES"]
 
 _EPSILON = 1e-7
 
@@ -111,6 +113,78 @@ class CrossEntropy(_SegmentationLoss):
 
 
 @keras.saving.register_keras_serializable(package="segkit")
+class OhemCrossEntropy(_SegmentationLoss):
+    """Cross-entropy over the hard pixels only: online hard example mining as mmseg's OHEMPixelSampler.
+
+    A labelled pixel is kept when its true-class probability is below max(threshold, q), where q is
+    the probability of the (min_kept * batch)-th least confident labelled pixel (0-based; the last one
+    when fewer are labelled), so at least min_kept pixels per image stay (the strict `<` can drop ties).
+    The loss is the class-weighted mean of -log p(true class) over the kept pixels; which pixels are
+    kept carries no gradient.
+    """
+
+    def __init__(self, num_classes, threshold=0.7, min_kept=10000, class_weights=None, ignore_index=255, from_logits=True,
+                 name="ohem_cross_entropy", **kwargs):
+        super().__init__(num_classes, class_weights, ignore_index, from_logits, name=name, **kwargs)
+        if not 0 < float(threshold) <= 1 or int(min_kept) < 0:
+            raise SegkitError(f"OHEM threshold must be in (0, 1] and min_kept >= 0, got {threshold} and {min_kept}")
+        self.threshold, self.min_kept = float(threshold), int(min_kept)
+
+    def _batch_loss(self, y_true, y_pred):
+        one_hot, valid, y_pred = self._prepare(y_true, y_pred)
+        log_p_true = ops.sum(one_hot * self._log_probabilities(y_pred), axis=-1)
+        kept = self._hard_pixels(ops.stop_gradient(ops.exp(log_p_true)), valid)
+        return self._weighted_pixel_mean(one_hot * kept[..., None], -log_p_true)
+
+    def _hard_pixels(self, p_true, valid):
+        """1 for the kept pixels, 0 elsewhere (and on every unlabelled pixel)."""
+        ascending = ops.sort(ops.reshape(ops.where(valid > 0, p_true, 2.0), (-1,)))  # unlabelled pixels sort last
+        labelled = ops.cast(ops.sum(valid), "int32")
+        kth = ops.maximum(ops.minimum(self.min_kept * ops.shape(p_true)[0], labelled - 1), 0)
+        threshold = ops.maximum(ops.take(ascending, kth), self.threshold)
+        return ops.cast(p_true < threshold, "float32") * valid
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold, "min_kept": self.min_kept}
+
+
+@keras.saving.register_keras_serializable(package="segkit")
+class LovaszSoftmax(_SegmentationLoss):
+    """Lovasz-softmax (Berman et al. 2018): a convex surrogate of 1 - IoU per class, averaged over the classes present.
+
+    As the authors' lovasz_softmax(probas, labels, classes="present", per_image=False): for each class c
+    present in the batch's labelled pixels, errors |1[y = c] - p_c| sorted in decreasing order are
+    dotted with the Lovasz gradient of the Jaccard loss; ignored pixels take no part. Class weights,
+    when given, weight the per-class average.
+    """
+
+    def __init__(self, num_classes, class_weights=None, ignore_index=255, from_logits=True, name="lovasz_softmax", **kwargs):
+        super().__init__(num_classes, class_weights, ignore_index, from_logits, name=name, **kwargs)
+
+    def _batch_loss(self, y_true, y_pred):
+        one_hot, valid, y_pred = self._prepare(y_true, y_pred)
+        truth = ops.reshape(one_hot, (-1, self.num_classes))
+        labelled = ops.reshape(valid, (-1, 1))
+        errors = ops.abs(truth - ops.reshape(self._probabilities(y_pred), (-1, self.num_classes)))
+        # Unlabelled pixels get error -1: sorted after every labelled one, where the Lovasz gradient is 0.
+        errors = ops.where(labelled > 0, errors, -1.0)
+        order = ops.argsort(-errors, axis=0)
+        sorted_errors = ops.maximum(ops.take_along_axis(errors, order, axis=0), 0.0)
+        per_class = ops.sum(sorted_errors * _lovasz_grad(ops.take_along_axis(truth, order, axis=0)), axis=0)
+        weights = self._weights() * ops.cast(ops.sum(truth, axis=0) > 0, "float32")
+        return ops.divide_no_nan(ops.sum(weights * per_class), ops.sum(weights))
+
+
+def _lovasz_grad(truth_sorted):
+    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. sorted errors, per column (Berman et al., Alg. 1)."""
+    positives = ops.sum(truth_sorted, axis=0)
+    intersection = positives - ops.cumsum(truth_sorted, axis=0)
+    union = positives + ops.cumsum(1.0 - truth_sorted, axis=0)
+    jaccard = 1.0 - intersection / union
+    return ops.concatenate([jaccard[:1], jaccard[1:] - jaccard[:-1]], axis=0)
+
+
+@keras.saving.register_keras_serializable(package="segkit")
 class Focal(_SegmentationLoss):
     """Focal loss -(1 - p_t)^gamma log p_t (Lin et al. 2017), averaged like `CrossEntropy`; gamma=0 is cross-entropy.
 
@@ -196,23 +270,27 @@ class Combined(keras.losses.Loss):
         }
 
 
-_LOSSES = {
-    "ce": lambda **kw: CrossEntropy(**kw),
-    "dice": lambda **kw: SoftDice(**kw),
-    "focal": lambda **kw: Focal(**kw),
-    "ce+dice": lambda **kw: Combined([CrossEntropy(**kw), SoftDice(**kw)], name="ce_dice"),
-    "focal+dice": lambda **kw: Combined([Focal(**kw), SoftDice(**kw)], name="focal_dice"),
+_LOSSES = {  # name -> (common keyword arguments, OHEM's) -> loss
+    "ce": lambda kw, ohem: CrossEntropy(**kw),
+    "dice": lambda kw, ohem: SoftDice(**kw),
+    "focal": lambda kw, ohem: Focal(**kw),
+    "ce+dice": lambda kw, ohem: Combined([CrossEntropy(**kw), SoftDice(**kw)], name="ce_dice"),
+    "focal+dice": lambda kw, ohem: Combined([Focal(**kw), SoftDice(**kw)], name="focal_dice"),
+    "ce+lovasz": lambda kw, ohem: Combined([CrossEntropy(**kw), LovaszSoftmax(**kw)], name="ce_lovasz"),
+    "ohem": lambda kw, ohem: OhemCrossEntropy(**ohem, **kw),
 }
 LOSS_NAMES = tuple(_LOSSES)
 
 
-def get(name, *, num_classes, class_weights=None, ignore_index=255, from_logits=True):
-    """The loss called `name` (one of `LOSS_NAMES`: "ce", "dice", "focal", "ce+dice", "focal+dice")."""
+def get(name, *, num_classes, class_weights=None, ignore_index=255, from_logits=True, ohem_threshold=0.7, ohem_min_kept=10000):
+    """The loss called `name` (one of `LOSS_NAMES`: "ce", "dice", "focal", "ce+dice", "focal+dice", "ce+lovasz", "ohem").
+
+    `ohem_threshold` and `ohem_min_kept` are `OhemCrossEntropy`'s threshold and min_kept (used by "ohem" only).
+    """
     if name not in _LOSSES:
         raise SegkitError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
-    return _LOSSES[name](
-        num_classes=num_classes, class_weights=class_weights, ignore_index=ignore_index, from_logits=from_logits
-    )
+    common = {"num_classes": num_classes, "class_weights": class_weights, "ignore_index": ignore_index, "from_logits": from_logits}
+    return _LOSSES[name](common, {"threshold": ohem_threshold, "min_kept": ohem_min_kept})
 
 
 def class_weights(class_pixel_share, method="median", max_weight=None):

@@ -43,6 +43,41 @@ def reference_dice(y, logits, weights=None, smooth=1.0):
     return float(np.sum(weights * np.array(per_class)) / weights.sum())
 
 
+def reference_ohem(y, logits, weights=None, threshold=0.7, min_kept=10000):
+    """mmseg's OHEMPixelSampler, pixel by pixel: keep p_true < max(threshold, k-th smallest p_true), k = min_kept * batch."""
+    probabilities = softmax(logits.astype(np.float64))
+    weights = np.ones(logits.shape[-1]) if weights is None else np.asarray(weights, dtype=np.float64)
+    labelled = list(zip(*np.nonzero(y != IGNORE)))
+    p_true = np.array([probabilities[index][y[index]] for index in labelled])
+    if not labelled:
+        return 0.0
+    cut = max(threshold, sorted(p_true)[min(min_kept * y.shape[0], len(p_true) - 1)])
+    kept = [(index, p) for index, p in zip(labelled, p_true) if p < cut]
+    total = sum(weights[y[index]] * -np.log(p) for index, p in kept)
+    weight_sum = sum(weights[y[index]] for index, _ in kept)
+    return total / weight_sum if weight_sum else 0.0
+
+
+def reference_lovasz(y, logits, weights=None):
+    """The authors' lovasz_softmax_flat (classes="present") in numpy, one class at a time, ignored pixels removed."""
+    probabilities = softmax(logits.astype(np.float64))[y != IGNORE]
+    labels = y[y != IGNORE]
+    weights = np.ones(logits.shape[-1]) if weights is None else np.asarray(weights, dtype=np.float64)
+    per_class, used = [], []
+    for c in range(logits.shape[-1]):
+        fg = (labels == c).astype(np.float64)
+        if fg.sum() == 0:
+            continue
+        errors = np.abs(fg - probabilities[:, c])
+        order = np.argsort(-errors, kind="stable")
+        fg_sorted = fg[order]
+        jaccard = 1 - (fg.sum() - np.cumsum(fg_sorted)) / (fg.sum() + np.cumsum(1 - fg_sorted))
+        jaccard[1:] = jaccard[1:] - jaccard[:-1]
+        per_class.append(errors[order] @ jaccard)
+        used.append(weights[c])
+    return float(np.dot(used, per_class) / np.sum(used))
+
+
 def sample(seed=0, shape=(2, 5, 6)):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, CLASSES - 1, shape)  # the last class is absent from the truth
@@ -58,6 +93,8 @@ REFERENCES = {
     "dice": lambda y, z, w: reference_dice(y, z, w),
     "ce+dice": lambda y, z, w: reference_ce(y, z, w) + reference_dice(y, z, w),
     "focal+dice": lambda y, z, w: reference_ce(y, z, w, gamma=2.0) + reference_dice(y, z, w),
+    "ce+lovasz": lambda y, z, w: reference_ce(y, z, w) + reference_lovasz(y, z, w),
+    "ohem": lambda y, z, w: reference_ohem(y, z, w),
 }
 
 
@@ -105,7 +142,8 @@ def gradient(loss, y, logits):
 @pytest.mark.parametrize("name", losses.LOSS_NAMES)
 def test_gradients_are_finite_nonzero_and_zero_on_ignored_pixels(name):
     y, logits = sample(seed=1)
-    grad = gradient(losses.get(name, num_classes=CLASSES), y, logits)
+    # ohem_threshold=1 keeps every labelled pixel (p < 1): OHEM gives no gradient to the easy pixels it drops.
+    grad = gradient(losses.get(name, num_classes=CLASSES, ohem_threshold=1.0), y, logits)
     assert np.all(np.isfinite(grad))
     labelled = y != IGNORE
     assert np.all(np.abs(grad[labelled]).sum(axis=-1) > 0)
@@ -161,7 +199,7 @@ def tiny_model():
     return keras.Model(inputs, keras.layers.Conv2D(CLASSES, 3, padding="same")(inputs))
 
 
-@pytest.mark.parametrize("name", ["ce+dice", "focal"])
+@pytest.mark.parametrize("name", ["ce+dice", "focal", "ce+lovasz", "ohem"])
 def test_one_fit_step_moves_every_weight_by_a_finite_amount(name):
     rng = np.random.default_rng(6)
     x = rng.uniform(0, 255, (4, 6, 8, 3)).astype("float32") / 255
@@ -247,3 +285,33 @@ def test_sample_weight_is_refused():
     y, logits = sample()
     with pytest.raises(SegkitError, match="takes no sample_weight"):
         losses.CrossEntropy(CLASSES)(y, logits, sample_weight=np.ones(2))
+
+
+@pytest.mark.parametrize("threshold, min_kept", [(0.7, 3), (0.2, 3), (0.2, 0), (1.0, 0)])
+def test_ohem_keeps_the_pixels_mmseg_would(threshold, min_kept):
+    y, logits = sample(seed=11)
+    loss = losses.OhemCrossEntropy(CLASSES, threshold=threshold, min_kept=min_kept, class_weights=WEIGHTS)
+    assert value(loss, y, logits) == pytest.approx(reference_ohem(y, logits, WEIGHTS, threshold, min_kept), rel=1e-5)
+
+
+def test_ohem_by_hand_on_four_pixels():
+    # True-class probabilities 0.9, 0.6, 0.3, 0.1 (one image); min_kept=1: the 2nd smallest is 0.3, so the
+    # threshold is max(0.5, 0.3) = 0.5 and the kept pixels are those at 0.3 and 0.1.
+    p_true = np.array([0.9, 0.6, 0.3, 0.1])
+    probabilities = np.stack([p_true, 1 - p_true], axis=-1).reshape(1, 1, 4, 2).astype("float32")
+    y = np.zeros((1, 1, 4), "int32")
+    loss = losses.OhemCrossEntropy(2, threshold=0.5, min_kept=1, from_logits=False)
+    assert value(loss, y, probabilities) == pytest.approx(-(np.log(0.3) + np.log(0.1)) / 2, rel=1e-5)
+
+
+def test_lovasz_of_a_hard_prediction_is_one_minus_the_iou_of_each_present_class():
+    # At 0/1 probabilities the Lovasz extension equals the set function it extends: 1 - IoU per class.
+    y, logits = sample(seed=12, shape=(2, 7, 9))
+    predicted = logits.argmax(-1)
+    one_hot = np.eye(CLASSES, dtype="float32")[predicted]
+    keep = y != IGNORE
+    present = np.unique(y[keep])
+    iou = [np.sum((y == c) & (predicted == c) & keep) / np.sum(((y == c) | (predicted == c)) & keep) for c in present]
+    loss = losses.LovaszSoftmax(CLASSES, from_logits=False)
+    assert value(loss, y, one_hot) == pytest.approx(1 - np.mean(iou), rel=1e-6)
+    assert value(loss, y, one_hot) == pytest.approx(reference_lovasz(y, np.log(np.clip(one_hot, 1e-12, 1))), rel=1e-6)

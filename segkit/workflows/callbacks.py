@@ -5,6 +5,7 @@ replaced to name it (the commit), then the previous checkpoint is deleted. A run
 moment therefore has a state.json naming a complete checkpoint, and loses at most one epoch.
 """
 
+import contextlib
 import math
 import time
 
@@ -19,8 +20,10 @@ MONITOR = "val_miou"  # best.keras is the model with the highest validation mIoU
 
 
 class RunRecorder(keras.callbacks.Callback):
-    def __init__(self, run: runs.Run, inference_model, state: dict, *, max_seconds=None):
+    def __init__(self, run: runs.Run, inference_model, state: dict, *, max_seconds=None, evaluation_weights=None):
         super().__init__()
+        # A context manager factory that puts the weights to evaluate in place (EmaWeights.swapped) for best.keras.
+        self.evaluation_weights = evaluation_weights or contextlib.nullcontext
         self.run = run
         self.inference_model = inference_model  # shares weights with the trained model; what best.keras holds
         self.state = state
@@ -64,7 +67,7 @@ class RunRecorder(keras.callbacks.Callback):
         epoch = row["epoch"]
         improved = state["best_miou"] is None or row[MONITOR] > state["best_miou"]
         if improved:
-            with files.atomic_path(self.run.file(runs.BEST)) as tmp:
+            with self.evaluation_weights(), files.atomic_path(self.run.file(runs.BEST)) as tmp:
                 self.inference_model.save(tmp)
         checkpoint = self.run.checkpoint_name(epoch)
         with files.atomic_path(self.run.file(checkpoint)) as tmp:
@@ -85,11 +88,67 @@ class RunRecorder(keras.callbacks.Callback):
         self.run.remove_stale_checkpoints()
         files.write_text(self.run.file(runs.HISTORY), pd.DataFrame(history).to_csv(index=False))
 
+    @property
+    def stopped(self) -> bool:
+        """Whether this session ended early: a non-finite loss or the time budget."""
+        return self.non_finite_at is not None or self._over_budget()
+
     def _over_budget(self) -> bool:
         return self.max_seconds is not None and self._seconds_before + self._elapsed() >= self.max_seconds
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._session_start
+
+
+class EmaWeights(keras.callbacks.Callback):
+    """Validates with the optimizer's moving average of the weights (`use_ema=True`) and trains on the raw ones.
+
+    Keras keeps the average in the optimizer and copies it over the weights only when fit ends, so
+    validation during fit would see the raw weights. This callback swaps the average in for every
+    validation and, through `swapped()`, for saving best.keras; it puts the raw weights back when fit
+    ends, so a following fit (the next progressive stage) continues from them. Only trainable weights
+    are averaged: BatchNorm's moving statistics are used as they are.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._raw = None
+
+    @contextlib.contextmanager
+    def swapped(self):
+        raw = _values(self._variables())
+        # Copies, not the averages' own arrays: JAX would donate a shared buffer at the next step and lose the average.
+        _assign(self._variables(), _values(self.model.optimizer._model_variables_moving_average))
+        try:
+            yield
+        finally:
+            _assign(self._variables(), raw)
+
+    def on_test_begin(self, logs=None):
+        self._test = self.swapped()
+        self._test.__enter__()
+
+    def on_test_end(self, logs=None):
+        self._test.__exit__(None, None, None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._raw = _values(self._variables())  # before fit's end overwrites them with the average
+
+    def on_train_end(self, logs=None):
+        if self._raw is not None:
+            _assign(self._variables(), self._raw)
+
+    def _variables(self):
+        return self.model.optimizer._trainable_variables
+
+
+def _values(variables) -> list:
+    return [keras.ops.convert_to_numpy(v) for v in variables]
+
+
+def _assign(variables, values) -> None:
+    for var, value in zip(variables, values):
+        var.assign(value)
 
 
 def _canonical(logs: dict) -> dict:

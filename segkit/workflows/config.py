@@ -17,7 +17,8 @@ from segkit.data import FORMATS as DATA_FORMATS
 from segkit.errors import SegkitError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "poly")
+SCHEDULES = ("constant", "poly", "onecycle")
+JIT_COMPILE = ("auto", True, False)
 CLASS_WEIGHTS = ("median", "inverse")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored", "data_parallel")
 
@@ -79,25 +80,39 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "max_minutes": Field(None, _FLOAT, "time budget: training stops after the step that reaches it; that last, partial epoch is validated and saved", nullable=True),
         "seed": Field(0, _INT, "seed for weights, split, shuffling and augmentation"),
         "mixed_precision": Field(False, _BOOL, "mixed_float16 compute (logits stay float32)"),
+        "jit_compile": Field("auto", (str, bool), "XLA compilation of the train step: auto (Keras decides), true or false"),
+        "threads": Field(None, _INT, "CPU threads of each TensorFlow op (intra-op; inter-op gets 1); null: all cores. "
+                         "Applied only while TensorFlow has not started, i.e. in a fresh process", nullable=True),
+        "progressive": Field(None, _LIST, "progressive resizing: [[epoch, [H, W]], ...] trains from each 1-based epoch on "
+                             "random crops of that size (the last stage should be the full size); null: off", nullable=True),
         "distribution": Field("none", _STR, "data-parallel training: mirrored (local devices, TensorFlow), "
                               "multi_worker_mirrored (machines in TF_CONFIG, TensorFlow), data_parallel (local devices, JAX)", DISTRIBUTIONS),
     },
     "optimizer": {
         "name": Field("adam", _STR, "optimizer", OPTIMIZERS),
         "learning_rate": Field(1e-3, _FLOAT, "initial learning rate"),
-        "schedule": Field("constant", _STR, "learning-rate schedule; poly: lr * (1 - step/total)^power", SCHEDULES),
+        "schedule": Field("constant", _STR, "learning-rate schedule over train.epochs x steps per epoch (not shortened by "
+                          "train.max_minutes): poly: lr * (1 - t)^power; onecycle: from lr/25 up over the warm-up, cosine down to 0", SCHEDULES),
+        "warmup": Field(0.0, _FLOAT, "share of the schedule's steps spent on a linear warm-up to learning_rate (0: none)"),
         "power": Field(0.9, _FLOAT, "exponent of the poly schedule"),
         "weight_decay": Field(None, _FLOAT, "decoupled weight decay (adamw, sgd)", nullable=True),
         "momentum": Field(0.9, _FLOAT, "SGD momentum"),
+        "nesterov": Field(False, _BOOL, "Nesterov momentum (sgd)"),
+        "ema": Field(None, _FLOAT, "momentum of an exponential moving average of the weights (e.g. 0.999), used for validation, "
+                     "best.keras and the metrics; null: off", nullable=True),
     },
     "loss": {
         "name": Field("ce", _STR, "loss", _loss_names),
         "class_weights": Field(None, _STR, "weights from the training data's class pixel share", CLASS_WEIGHTS, nullable=True),
+        "ohem_threshold": Field(0.7, _FLOAT, "ohem: pixels whose true-class probability is below it are kept (mmseg's OHEMPixelSampler)"),
+        "ohem_min_kept": Field(10000, _INT, "ohem: at least this many of the hardest labelled pixels per image are kept"),
     },
     "augment": {
         "enabled": Field(True, _BOOL, "augment training batches"),
         "hflip": Field(0.5, _FLOAT, "horizontal flip probability"),
         "scale": Field([0.75, 1.25], _LIST, "random zoom range [min, max]; [1, 1] turns it off"),
+        "crop": Field(None, _LIST, "random crop [H, W] taken after the zoom (padded with ignore where the zoomed image is "
+                      "smaller); the model is then built for any input size; null: the data's size", nullable=True),
         "color_jitter": Field(0.2, _FLOAT, "brightness/contrast/saturation jitter strength (image only)"),
     },
 }
@@ -260,5 +275,44 @@ def _check_ranges(config: dict, where: str) -> None:
     if train["max_minutes"] is not None and train["distribution"] == "multi_worker_mirrored":
         raise SegkitError(f"{where}: 'train.max_minutes' cannot be used with train.distribution=multi_worker_mirrored: "
                           "each worker's clock would stop it at a different step; limit train.epochs instead")
+    _check_levers(config, where)
     if config["model"]["aux_head"] and config["model"]["name"] != "pspnet":
         raise SegkitError(f"{where}: 'model.aux_head' is only available for pspnet, not {config['model']['name']!r}")
+
+
+def _check_levers(config: dict, where: str) -> None:
+    """Ranges of the training-recipe levers (schedule, EMA, OHEM, crops, CPU settings)."""
+    opt, train, loss = config["optimizer"], config["train"], config["loss"]
+    if not 0 <= opt["warmup"] < 1:
+        raise SegkitError(f"{where}: 'optimizer.warmup' is a share of the steps in [0, 1), got {opt['warmup']!r}")
+    if opt["schedule"] == "onecycle" and opt["warmup"] == 0:
+        raise SegkitError(f"{where}: 'optimizer.schedule' onecycle needs a rising phase: set optimizer.warmup > 0 (e.g. 0.3)")
+    if opt["ema"] is not None and not 0 < opt["ema"] < 1:
+        raise SegkitError(f"{where}: 'optimizer.ema' is a momentum in (0, 1), e.g. 0.999, got {opt['ema']!r}")
+    if opt["nesterov"] and opt["name"] != "sgd":
+        raise SegkitError(f"{where}: 'optimizer.nesterov' applies to sgd only, not {opt['name']!r}")
+    if not 0 < loss["ohem_threshold"] <= 1 or loss["ohem_min_kept"] < 0:
+        raise SegkitError(f"{where}: 'loss.ohem_threshold' must be in (0, 1] and 'loss.ohem_min_kept' >= 0, "
+                          f"got {loss['ohem_threshold']!r} and {loss['ohem_min_kept']!r}")
+    if train["jit_compile"] not in JIT_COMPILE:
+        raise SegkitError(f"{where}: 'train.jit_compile' is {train['jit_compile']!r}; valid: auto, true, false")
+    if train["threads"] is not None and train["threads"] < 1:
+        raise SegkitError(f"{where}: 'train.threads' must be >= 1 or null, got {train['threads']!r}")
+    if config["augment"]["crop"] is not None and not _is_size(config["augment"]["crop"]):
+        raise SegkitError(f"{where}: 'augment.crop' must be [H, W] with positive integers, got {config['augment']['crop']!r}")
+    if train["progressive"] is not None:
+        _check_progressive(train["progressive"], where)
+
+
+def _check_progressive(stages, where: str) -> None:
+    shape_ok = bool(stages) and all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], int) and not isinstance(s[0], bool)
+                                    and _is_size(s[1]) for s in stages)
+    if not shape_ok:
+        raise SegkitError(f"{where}: 'train.progressive' must be [[epoch, [H, W]], ...], got {stages!r}")
+    epochs = [s[0] for s in stages]
+    if epochs[0] != 1 or epochs != sorted(set(epochs)):
+        raise SegkitError(f"{where}: 'train.progressive' epochs must start at 1 and increase, got {epochs}")
+
+
+def _is_size(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)

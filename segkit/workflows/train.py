@@ -1,5 +1,6 @@
 """`segkit.train`: one config in, one run folder out (checkpoints, history, metrics, figures), resumable."""
 
+import dataclasses
 import importlib.util
 import shutil
 
@@ -10,7 +11,7 @@ from segkit import losses, metrics, models
 from segkit.errors import SegkitError, first_line
 from segkit.workflows import config as config_lib
 from segkit.workflows import datasets, distribution, optim, run_report, runs
-from segkit.workflows.callbacks import RunRecorder
+from segkit.workflows.callbacks import EmaWeights, RunRecorder
 
 
 def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto") -> runs.Run:
@@ -31,6 +32,7 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
     else:
         cfg = config_lib.load(config, overrides)
     data = datasets.training_data(cfg)  # bad data fails here, before a new run folder exists
+    _check_training_sizes(cfg, data.num_classes)  # and crops the model cannot take
     # A non-chief worker of a multi-worker run takes the same steps in a throwaway folder (scratch).
     with distribution.worker_scratch(cfg["train"]["distribution"]) as scratch:
 
@@ -45,6 +47,7 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
 
 
 def _train_in(open_run, cfg, data, verbose) -> runs.Run:
+    set_threads(cfg["train"]["threads"])
     keras.utils.set_random_seed(cfg["train"]["seed"])
     policy = keras.mixed_precision.dtype_policy()
     if cfg["train"]["mixed_precision"]:
@@ -60,33 +63,49 @@ def _train_in(open_run, cfg, data, verbose) -> runs.Run:
 
 def _fit(cfg, open_run, data, verbose) -> runs.Run:
     train_cfg = cfg["train"]
-    train_loader = _loader(cfg, data.train, shuffle=True)
     val_loader = _loader(cfg, data.val, shuffle=False)
-    steps = len(train_loader) if train_cfg["steps_per_epoch"] is None else min(len(train_loader), train_cfg["steps_per_epoch"])
+    steps = len(_loader(cfg, data.train, shuffle=True))
+    steps = steps if train_cfg["steps_per_epoch"] is None else min(steps, train_cfg["steps_per_epoch"])
     with distribution.scope(train_cfg["distribution"]) as replicas:
         if replicas > 1:
             print(f"data-parallel training on {replicas} devices ({train_cfg['distribution']})")
-        model = build_model(cfg, data.num_classes, data.train.image_size)
+        # Crops train at other sizes than validation: the model then takes any size.
+        model = build_model(cfg, data.num_classes, (None, None) if training_sizes(cfg) else data.train.image_size)
         _compile(model, cfg, data, total_steps=steps * train_cfg["epochs"])
         run = open_run()  # only now: a config the model or its weights reject leaves no orphan run folder
         print(f"run folder: {run.path}")
         state = run.state
         runs.write_json(run.file(runs.DATASET), data.describe())
+        if train_cfg["max_minutes"] is not None and cfg["optimizer"]["schedule"] != "constant":
+            print(f"note: the {cfg['optimizer']['schedule']} learning rate spans train.epochs={train_cfg['epochs']} "
+                  f"({steps * train_cfg['epochs']} steps); train.max_minutes may stop training before it ends")
         if state["checkpoint"] is not None:
             _restore(model, run.last_checkpoint())
             print(f"resuming after epoch {state['epoch']} from {run.last_checkpoint().name}")
-        recorder = RunRecorder(run, models.without_aux(model), state,
-                               max_seconds=None if train_cfg["max_minutes"] is None else 60 * train_cfg["max_minutes"])
+        ema = [EmaWeights()] if cfg["optimizer"]["ema"] is not None else []
         aux = isinstance(model.output, dict)
-        model.fit(
-            _EpochSteps(train_loader, steps, epoch=state["epoch"], aux=aux),
-            validation_data=_EpochSteps(val_loader, len(val_loader), aux=aux),
-            epochs=train_cfg["epochs"],
-            initial_epoch=state["epoch"],
-            callbacks=[recorder, *_tensorboard(run)],
-            shuffle=False,  # the loader shuffles from (seed, epoch); Keras' own batch shuffle would not survive a resume
-            verbose=verbose,
-        )
+        recorder = None
+        # One fit per training size: Keras fixes a dataset's batch shape when fit starts.
+        for first, last, crop in stages(cfg, state["epoch"]):
+            recorder = RunRecorder(run, models.without_aux(model), state if recorder is None else recorder.state,
+                                   max_seconds=None if train_cfg["max_minutes"] is None else 60 * train_cfg["max_minutes"],
+                                   evaluation_weights=ema[0].swapped if ema else None)
+            if crop is not None and train_cfg["progressive"] is not None:
+                print(f"epochs {first + 1}-{last}: training on {crop[0]}x{crop[1]} crops")
+                # A new train function traces at the stage's size; retracing the old one would relax H and W to
+                # unknown, which some layers (bilinear UpSampling2D under TensorFlow) cannot build.
+                model.make_train_function(force=True)
+            model.fit(
+                _EpochSteps(_loader(cfg, data.train, shuffle=True, crop=crop), steps, epoch=first, aux=aux),
+                validation_data=_EpochSteps(val_loader, len(val_loader), aux=aux),
+                epochs=last,
+                initial_epoch=first,
+                callbacks=[*ema, recorder, *_tensorboard(run)],
+                shuffle=False,  # the loader shuffles from (seed, epoch); Keras' own batch shuffle would not survive a resume
+                verbose=verbose,
+            )
+            if recorder.stopped:
+                break
     if recorder.non_finite_at is not None:
         epoch, step = recorder.non_finite_at
         run.write_state({**recorder.state, "status": "stopped: non-finite loss"})
@@ -96,6 +115,50 @@ def _fit(cfg, open_run, data, verbose) -> runs.Run:
                           "lower optimizer.learning_rate or check the data")
     run.write_state({**recorder.state, "status": "finished"})
     return run
+
+
+def training_sizes(cfg) -> list:
+    """The crop sizes training uses other than the data's own (augment.crop, train.progressive); [] for none."""
+    if cfg["train"]["progressive"] is not None:
+        return [tuple(size) for _, size in cfg["train"]["progressive"]]
+    return [tuple(cfg["augment"]["crop"])] if cfg["augment"]["crop"] is not None else []
+
+
+def stages(cfg, done: int) -> list:
+    """[(first epoch, last epoch, crop or None), ...] still to train after `done` epochs, 0-based first, exclusive."""
+    epochs, progressive = cfg["train"]["epochs"], cfg["train"]["progressive"]
+    if progressive is None:
+        crop = cfg["augment"]["crop"]
+        return [(done, epochs, None if crop is None else tuple(crop))]
+    starts = [epoch - 1 for epoch, _ in progressive] + [epochs]
+    spans = [(max(a, done), min(b, epochs), tuple(size)) for a, b, (_, size) in zip(starts, starts[1:], progressive)]
+    return [span for span in spans if span[0] < span[1]] or [(done, epochs, tuple(progressive[-1][1]))]
+
+
+def set_threads(threads) -> None:
+    """train.threads: TensorFlow's intra-op threads (inter-op 1), settable only before TensorFlow starts."""
+    if threads is None or keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already runs (e.g. a second train() in one process): it keeps its threads
+        print(f"note: train.threads={threads} not applied: TensorFlow has started in this process; "
+              f"it keeps {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads")
+
+
+def _check_training_sizes(cfg, num_classes) -> None:
+    """Raises when a crop size of augment.crop / train.progressive is not a multiple of the model's largest stride."""
+    sizes = training_sizes(cfg)
+    if not sizes:
+        return
+    multiple = models.required_multiple(build_model(cfg, num_classes, (None, None)))
+    for size in sizes:
+        if any(side % multiple for side in size):
+            raise SegkitError(f"training crop {size[0]}x{size[1]} (augment.crop / train.progressive) is not a multiple of "
+                              f"{multiple}, which this model needs")
 
 
 def build_model(cfg: dict, num_classes: int, image_size) -> keras.Model:
@@ -123,14 +186,16 @@ def _compile(model, cfg, data, total_steps) -> None:
     if cfg["loss"]["class_weights"] is not None:
         share = datasets.class_pixel_share(data.train, data.num_classes)
         weights = losses.class_weights(share, method=cfg["loss"]["class_weights"])
-    loss = losses.get(cfg["loss"]["name"], num_classes=data.num_classes, class_weights=weights, ignore_index=data_lib.IGNORE_INDEX)
+    loss = losses.get(cfg["loss"]["name"], num_classes=data.num_classes, class_weights=weights, ignore_index=data_lib.IGNORE_INDEX,
+                      ohem_threshold=cfg["loss"]["ohem_threshold"], ohem_min_kept=cfg["loss"]["ohem_min_kept"])
     miou = metrics.MeanIoU(data.num_classes, ignore_index=data_lib.IGNORE_INDEX, name="miou")
     optimizer = optim.build(cfg["optimizer"], total_steps)
+    jit = cfg["train"]["jit_compile"]
     if isinstance(model.output, dict):
         model.compile(optimizer, loss={"logits": loss, "aux_logits": loss},
-                      loss_weights=models.AUX_LOSS_WEIGHTS, metrics={"logits": [miou]})
+                      loss_weights=models.AUX_LOSS_WEIGHTS, metrics={"logits": [miou]}, jit_compile=jit)
     else:
-        model.compile(optimizer, loss=loss, metrics=[miou])
+        model.compile(optimizer, loss=loss, metrics=[miou], jit_compile=jit)
 
 
 def _restore(model, checkpoint) -> None:
@@ -142,11 +207,13 @@ def _restore(model, checkpoint) -> None:
         raise SegkitError(f"checkpoint {checkpoint} cannot be loaded into this run's model: {first_line(err)}") from None
 
 
-def _loader(cfg, split, *, shuffle):
+def _loader(cfg, split, *, shuffle, crop=None):
     aug = cfg["augment"]
     augment = None
     if shuffle and aug["enabled"]:
         augment = data_lib.Augment(hflip=aug["hflip"], scale=tuple(aug["scale"]), color_jitter=aug["color_jitter"])
+    if shuffle and crop is not None:  # crops without the other augmentations when augment.enabled is false
+        augment = dataclasses.replace(augment or data_lib.Augment(hflip=0, scale=(1, 1), color_jitter=0), crop=crop)
     return data_lib.make_loader(split.dataset.images, split.dataset.masks, split.indices, cfg["train"]["batch_size"],
                                 shuffle=shuffle, augment=augment, seed=cfg["train"]["seed"])
 

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Issue 10's ablation table: trains every config in configs/ablations/ (the baseline and one file per recipe lever)
+# from scratch for the same wall-clock budget, then prints config, minutes, epochs, held-out mIoU, classes at
+# zero IoU, params and GFLOPs from the run folders (benchmarks/accuracy_table.py).
+#
+# Run from anywhere:  bash benchmarks/accuracy_cpu.sh          (18 configs x 35 min: about 11 hours with CORES=both)
+# Budget per run:     BUDGET=35 (minutes; training stops after the step that reaches it, then validates and saves)
+# Cores:              CORES=both   one run after the other, each with both cores (the issue's goal conditions)
+#                     CORES=split  two runs side by side, pinned with taskset -c 0 / -c 1, one thread each
+#                                  (half the wall-clock; each run gets one core, so compare within one mode only)
+# Subset:             CONFIGS="configs/ablations/baseline.yaml configs/ablations/ema.yaml"
+# Extra overrides:    SET="data.limit=64 data.val=16"   (space-separated key=value, applied to every run)
+# Results:            $RUNS/<config>-<time>/ run folders, $RUNS/logs/<config>.log, $RUNS/table.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUDGET=${BUDGET:-35}
+CORES=${CORES:-both}
+RUNS=${RUNS:-runs/accuracy-cpu}
+CONFIGS=${CONFIGS:-$(ls configs/ablations/*.yaml)}
+SET=${SET:-}
+case "$CORES" in
+    both|split) ;;
+    *) echo "accuracy_cpu.sh: CORES must be both or split, got '$CORES'" >&2; exit 2 ;;
+esac
+mkdir -p "$RUNS/logs"
+# This checkout's segkit (python -m from its root), not whichever one a `segkit` on PATH belongs to.
+segkit=(python -m segkit.cli)
+
+overrides=(--set "train.max_minutes=${BUDGET}")
+for item in $SET; do overrides+=(--set "$item"); done
+
+train_one() {  # config, core ('' = no pinning); the run folder is the last "run folder:" line of its log
+    local config=$1 core=$2 log="$RUNS/logs/$(basename "$1" .yaml).log"
+    if [ -z "$core" ]; then
+        "${segkit[@]}" train "$config" --runs "$RUNS" "${overrides[@]}" > "$log" 2>&1
+    else
+        OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 \
+            taskset -c "$core" "${segkit[@]}" train "$config" --runs "$RUNS" "${overrides[@]}" --set train.threads=1 > "$log" 2>&1
+    fi
+}
+
+# Prepare each dataset once, in turn, before any run starts: two side-by-side runs would otherwise prepare the same one.
+CONFIGS="$CONFIGS" SET="$SET" python - <<'PY'
+import os, sys
+from segkit.errors import SegkitError
+from segkit.workflows import config, datasets
+try:
+    for path in os.environ["CONFIGS"].split():
+        datasets.training_data(config.load(path, os.environ["SET"].split()))
+except SegkitError as err:
+    sys.exit(f"accuracy_cpu.sh: error: {err}")
+PY
+
+started=$(date +%s)
+if [ "$CORES" = both ]; then
+    echo "mode: one run after the other, both cores each; ${BUDGET} min per run"
+    for config in $CONFIGS; do
+        echo "training $config"
+        train_one "$config" "" || echo "  failed: see $RUNS/logs/$(basename "$config" .yaml).log"
+    done
+else
+    echo "mode: two runs side by side, pinned to core 0 and core 1, one thread each; ${BUDGET} min per run"
+    set -- $CONFIGS
+    while [ $# -gt 0 ]; do
+        echo "training $1${2:+ and $2}"
+        train_one "$1" 0 & first=$!
+        if [ $# -gt 1 ]; then train_one "$2" 1 & second=$!; fi
+        wait "$first" || echo "  failed: see $RUNS/logs/$(basename "$1" .yaml).log"
+        if [ $# -gt 1 ]; then wait "$second" || echo "  failed: see $RUNS/logs/$(basename "$2" .yaml).log"; shift; fi
+        shift
+    done
+fi
+
+folders=()
+for config in $CONFIGS; do
+    folder=$(sed -n 's/^run folder: //p' "$RUNS/logs/$(basename "$config" .yaml).log" | tail -n 1)
+    [ -n "$folder" ] && folders+=("$folder")
+done
+python benchmarks/accuracy_table.py --cores "$CORES" "${folders[@]}" | tee "$RUNS/table.md"
+echo "wall-clock $(( ($(date +%s) - started) / 60 )) min; rerun: BUDGET=${BUDGET} CORES=${CORES}${SET:+ SET=\"$SET\"} bash benchmarks/accuracy_cpu.sh (CONFIGS: $(echo $CONFIGS | wc -w) files)"
