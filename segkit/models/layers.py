@@ -85,11 +85,12 @@ class ResizeToMatch(keras.layers.Layer):
         return {**super().get_config(), "interpolation": self.interpolation}
 
 
-def conv_bn_relu(x, filters, kernel_size, name, dilation_rate=1):
+def conv_bn_relu(x, filters, kernel_size, name, dilation_rate=1, strides=1):
     """Bias-free "same" convolution, batch norm and ReLU: the building block of every segkit head."""
     x = keras.layers.Conv2D(
         filters,
         kernel_size,
+        strides=strides,
         padding="same",
         dilation_rate=dilation_rate,
         use_bias=False,
