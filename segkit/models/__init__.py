@@ -1,13 +1,14 @@
-"""Segmentation models (U-Net, PSPNet, DeepLabV3+ on ResNet encoders; Fast-SCNN), built by name: `build("unet", ...)`."""
+"""Segmentation models (U-Net, PSPNet, DeepLabV3+ on ResNet or MobileNetV3 encoders; Fast-SCNN), built by name: `build("unet", ...)`."""
 
 import inspect
 
 from segkit.errors import SegkitError
 from segkit.models.deeplabv3plus import build_deeplabv3plus
+from segkit.models.encoders import ENCODERS
 from segkit.models.fastscnn import build_fastscnn
 from segkit.models.inference import predict, required_multiple, without_aux
 from segkit.models.pspnet import AUX_LOSS_WEIGHTS, build_pspnet
-from segkit.models.resnet import ENCODERS, resnet_encoder
+from segkit.models.resnet import resnet_encoder
 from segkit.models.stats import model_stats
 from segkit.models.unet import build_unet
 from segkit.models.weights import load_encoder_weights

@@ -8,7 +8,6 @@ import keras
 from keras import ops
 
 from segkit.errors import SegkitError
-from segkit.models.resnet import ENCODERS, resnet_encoder
 
 
 def _bin_weights(length, bins, dtype):
@@ -105,13 +104,6 @@ def classifier_to_input_size(x, inputs, num_classes, name):
     """1x1 classifier and bilinear resize to the input size: logits, float32 even under mixed precision."""
     x = keras.layers.Conv2D(num_classes, 1, name=f"{name}_classifier")(x)
     return ResizeToMatch(name=name, dtype="float32")([x, inputs])
-
-
-def encoder_features(inputs, encoder, output_stride):
-    """Feature dict of the encoder named like "resnet34" (see `resnet_encoder`) at `output_stride`."""
-    if encoder not in ENCODERS:
-        raise SegkitError(f"unknown encoder {encoder!r}; available: {', '.join(ENCODERS)}")
-    return resnet_encoder(inputs, depth=ENCODERS[encoder], output_stride=output_stride)
 
 
 def check_input_multiple(input_shape, multiple, model_name):

@@ -55,9 +55,9 @@ _STR, _INT, _FLOAT, _BOOL, _LIST = (str,), (int,), (float, int), (bool,), (list,
 SCHEMA: dict[str, dict[str, Field]] = {
     "model": {
         "name": Field("unet", _STR, "architecture", _model_names),
-        "encoder": Field(None, _STR, "encoder; null: the model's default (resnet34, or Fast-SCNN's own)", _encoder_names,
+        "encoder": Field(None, _STR, "encoder (resnet18/34/50, mobilenetv3_large/small); null: the model's default (resnet34, or Fast-SCNN's own)", _encoder_names,
                          nullable=True),
-        "encoder_weights": Field(None, _STR, "'imagenet' or a path to resnetXX_imagenet_1000_no_top.h5", nullable=True),
+        "encoder_weights": Field(None, _STR, "'imagenet' or a path to resnetXX_imagenet_1000_no_top.h5 (MobileNetV3: 'imagenet' only)", nullable=True),
         "aux_head": Field(False, _BOOL, "PSPNet auxiliary head on stage 3 (loss weight 0.4), dropped for inference"),
         "bn_momentum": Field(None, _FLOAT, "momentum of every BatchNormalization layer (e.g. 0.9 so a short run's moving "
                              "statistics catch up); null keeps the model's", nullable=True),
