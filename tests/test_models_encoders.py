@@ -8,7 +8,6 @@ from segkit.errors import SegkitError
 from segkit.models import build, load_encoder_weights, required_multiple
 from segkit.models.applications import application_backbone, application_encoder, copy_backbone_weights
 
-pytestmark = pytest.mark.backend_agnostic
 MOBILENETS = ("mobilenetv3_large", "mobilenetv3_small")
 # Channels of the taps at strides 2, 4, 8, 16, 32 (MobileNetV3 paper, Tables 1 and 2: expansion sizes
 # of the blocks that halve the resolution, then the last 1x1 conv).
@@ -30,6 +29,7 @@ def conv_bn(cin, cout, kernel):
     return kernel * kernel * cin * cout + bn(cout)
 
 
+@pytest.mark.backend_agnostic  # cloning and dilating keras.applications' model, checked under JAX too
 @pytest.mark.parametrize("encoder", MOBILENETS)
 @pytest.mark.parametrize("output_stride, strides", [(32, (2, 4, 8, 16, 32)), (16, (2, 4, 8, 16, 16)), (8, (2, 4, 8, 8, 8))])
 def test_taps_sit_at_their_strides_with_the_papers_channels(encoder, output_stride, strides):
@@ -53,6 +53,7 @@ def test_output_stride_16_runs_the_last_strided_block_undecimated_and_dilates_wh
     assert required_multiple(model) == 16
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize("encoder", MOBILENETS)
 def test_encoder_is_keras_applications_own_model(encoder):
     # Same weights in, same features out: the cloned encoder inside U-Net computes exactly what

@@ -7,7 +7,6 @@ import pytest
 from segkit.errors import SegkitError
 from segkit.models import build, predict, required_multiple
 
-pytestmark = pytest.mark.backend_agnostic
 PAPER_PARAMS = 1.11e6  # Poudel et al. 2019, Table 1 / section 4: "1.11 million parameters", 19 Cityscapes classes
 
 
