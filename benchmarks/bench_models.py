@@ -5,6 +5,8 @@ Training: same batch (8 x 256x256, 20 classes), Adam and sparse cross-entropy on
 warm-up steps first, then the two models alternate step by step so machine load hits both alike.
 Target: segkit / reference <= 1.05. Inference: one image per call, models alternating, medians.
 Run from the repository root:  python benchmarks/bench_models.py [--rounds 5] [--infer-rounds 7]
+The light models (Fast-SCNN, U-Net and DeepLabV3+ on ResNet18 and MobileNetV3), inference only:
+    python benchmarks/bench_models.py --light --size 256 256
 """
 
 import argparse
@@ -29,14 +31,24 @@ CLASSES = 20
 TRAIN_SHAPE = (256, 256, 3)
 INFER_SHAPE = (256, 512, 3)
 WARMUP = 2
+# (model, encoder) of --light; None: the model's own encoder.
+LIGHT_MODELS = (
+    ("fastscnn", None),
+    ("unet", "resnet18"),
+    ("unet", "mobilenetv3_large"),
+    ("unet", "mobilenetv3_small"),
+    ("deeplabv3plus", "resnet18"),
+    ("deeplabv3plus", "mobilenetv3_large"),
+    ("deeplabv3plus", "mobilenetv3_small"),
+)
 
 
 def reference_unet(input_shape):
     return sm.Unet("resnet34", classes=CLASSES, activation="linear", encoder_weights=None, input_shape=input_shape)
 
 
-def segkit_model(name, input_shape):
-    return build(name, "resnet34", num_classes=CLASSES, input_shape=input_shape)
+def segkit_model(name, input_shape, encoder="resnet34"):
+    return build(name, encoder, num_classes=CLASSES, input_shape=input_shape)
 
 
 def seconds(call):
@@ -68,10 +80,13 @@ def training_steps(batch, rounds):
     return alternating_medians(calls, rounds)
 
 
-def inference(rounds):
-    image = np.random.default_rng(1).uniform(0, 255, (1, *INFER_SHAPE)).astype("float32")
-    models = {name: segkit_model(name, INFER_SHAPE) for name in ("unet", "pspnet", "deeplabv3plus")}
-    models["sm.Unet"] = reference_unet(INFER_SHAPE)
+def inference(rounds, shape, light):
+    image = np.random.default_rng(1).uniform(0, 255, (1, *shape)).astype("float32")
+    if light:
+        models = {f"{name}-{encoder}" if encoder else name: segkit_model(name, shape, encoder) for name, encoder in LIGHT_MODELS}
+    else:
+        models = {f"{name}-resnet34": segkit_model(name, shape) for name in ("unet", "pspnet", "deeplabv3plus")}
+        models["sm.Unet"] = reference_unet(shape)
     calls = {name: (lambda m=model: m.predict_on_batch(image)) for name, model in models.items()}
     medians = alternating_medians(calls, rounds)
     return {name: (medians[name], model_stats(model)) for name, model in models.items()}
@@ -82,21 +97,25 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="timed training steps per model")
     parser.add_argument("--infer-rounds", type=int, default=7, help="timed inference calls per model")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, nargs=2, default=INFER_SHAPE[:2], metavar=("H", "W"), help="inference size")
+    parser.add_argument("--light", action="store_true", help="only the light models' inference table (no training)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPU cores, keras {keras.__version__} / {keras.backend.backend()}, {CLASSES} classes")
 
-    train = training_steps(args.batch, args.rounds)
-    print(f"\ntraining step, batch {args.batch} x {TRAIN_SHAPE[0]}x{TRAIN_SHAPE[1]}, Adam + sparse CE, "
-          f"median of {args.rounds} alternating steps after {WARMUP} warm-up:")
-    for name, median in train.items():
-        print(f"  {name:14s} {median * 1000:8.0f} ms")
-    print(f"  ratio segkit / reference: {train['segkit unet'] / train['sm.Unet']:.3f}  (target <= 1.05)")
+    if not args.light:
+        train = training_steps(args.batch, args.rounds)
+        print(f"\ntraining step, batch {args.batch} x {TRAIN_SHAPE[0]}x{TRAIN_SHAPE[1]}, Adam + sparse CE, "
+              f"median of {args.rounds} alternating steps after {WARMUP} warm-up:")
+        for name, median in train.items():
+            print(f"  {name:14s} {median * 1000:8.0f} ms")
+        print(f"  ratio segkit / reference: {train['segkit unet'] / train['sm.Unet']:.3f}  (target <= 1.05)")
 
-    print(f"\ninference, 1 image {INFER_SHAPE[0]}x{INFER_SHAPE[1]}, median of {args.infer_rounds} alternating calls; "
+    shape = (*args.size, 3)
+    print(f"\ninference, 1 image {shape[0]}x{shape[1]}, median of {args.infer_rounds} alternating calls; "
           "params and GFLOPs (1 multiply-add = 2 FLOPs) at that size:")
-    print(f"  {'model (resnet34)':16s} {'latency ms':>10s} {'params':>12s} {'GFLOPs':>8s}")
-    for name, (median, stats) in inference(args.infer_rounds).items():
-        print(f"  {name:16s} {median * 1000:10.0f} {stats['params']:12,d} {stats['gflops']:8.1f}")
+    print(f"  {'model':32s} {'latency ms':>10s} {'params':>12s} {'GFLOPs':>8s}")
+    for name, (median, stats) in inference(args.infer_rounds, shape, args.light).items():
+        print(f"  {name:32s} {median * 1000:10.1f} {stats['params']:12,d} {stats['gflops']:8.2f}")
     print("\nrerun: python benchmarks/bench_models.py " + " ".join(sys.argv[1:]))
 
 

@@ -109,8 +109,10 @@ def test_unreadable_config_files(tmp_path, text, message):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_are_valid_and_named_for_what_they_are(path):
     cfg = config.load(path)
-    model, dataset, size = path.stem.split("_")
-    assert model == f"{cfg['model']['name']}-r{cfg['model']['encoder'].removeprefix('resnet')}"
+    model, dataset, size, *budget = path.stem.split("_")
+    name, encoder = cfg["model"]["name"], cfg["model"]["encoder"]
+    assert model == (name if encoder == name else f"{name}-r{encoder.removeprefix('resnet')}")
+    assert not budget or budget == [f"cpu-{cfg['train']['max_minutes']:g}min"]
     assert size == "x".join(map(str, cfg["data"]["size"]))
     assert dataset.startswith("synthetic" if cfg["data"]["path"].endswith("synthetic") else cfg["data"]["format"])
 

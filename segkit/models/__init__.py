@@ -1,22 +1,28 @@
-"""Segmentation models (U-Net, PSPNet, DeepLabV3+) on ResNet encoders, built by name: `build("unet", ...)`."""
+"""Segmentation models (U-Net, PSPNet, DeepLabV3+ on ResNet or MobileNetV3 encoders; Fast-SCNN), built by name: `build("unet", ...)`."""
 
 import inspect
 
 from segkit.errors import SegkitError
 from segkit.models.deeplabv3plus import build_deeplabv3plus
+from segkit.models.encoders import ENCODERS
+from segkit.models.fastscnn import build_fastscnn
 from segkit.models.inference import predict_probabilities, required_multiple, without_aux
 from segkit.models.pspnet import AUX_LOSS_WEIGHTS, build_pspnet
-from segkit.models.resnet import ENCODERS, resnet_encoder
+from segkit.models.resnet import resnet_encoder
 from segkit.models.stats import model_stats
 from segkit.models.unet import build_unet
 from segkit.models.weights import load_encoder_weights
 
-# name -> builder(num_classes, input_shape=..., encoder="resnet34", **options) returning a keras.Model of logits.
+# name -> builder(num_classes, input_shape=..., encoder=..., **options) returning a keras.Model of logits.
 MODELS = {
     "unet": build_unet,
     "pspnet": build_pspnet,
     "deeplabv3plus": build_deeplabv3plus,
+    "fastscnn": build_fastscnn,
 }
+# Models that are their own encoder (and train from scratch); the others take any of ENCODERS.
+OWN_ENCODER = {"fastscnn": "fastscnn"}
+DEFAULT_ENCODER = "resnet34"
 
 
 def available():
@@ -24,17 +30,30 @@ def available():
     return sorted(MODELS)
 
 
-def build(name, encoder="resnet34", *, num_classes, input_shape, encoder_weights=None, **options):
-    """Builds model `name` on a ResNet `encoder`; it maps float32 RGB 0..255 images `(B, H, W, 3)` to
-    float32 logits `(B, H, W, num_classes)`.
+def encoders_for(name):
+    """The encoder names model `name` accepts."""
+    return (OWN_ENCODER[name],) if name in OWN_ENCODER else tuple(ENCODERS)
+
+
+def default_encoder(name):
+    """The encoder model `name` is built on when none is named."""
+    return OWN_ENCODER.get(name, DEFAULT_ENCODER)
+
+
+def build(name, encoder=None, *, num_classes, input_shape, encoder_weights=None, **options):
+    """Builds model `name` on `encoder` (None: the model's default, see `encoders_for`); it maps
+    float32 RGB 0..255 images `(B, H, W, 3)` to float32 logits `(B, H, W, num_classes)`.
 
     `encoder_weights`: None (random), "imagenet", an http(s) URL or a local h5 path (see `load_encoder_weights`).
     `options` go to the model's builder (e.g. `decoder_filters` for "unet").
     """
     if name not in MODELS:
         raise SegkitError(f"unknown model {name!r}; available: {', '.join(available())}")
-    if encoder not in ENCODERS:
-        raise SegkitError(f"unknown encoder {encoder!r}; available: {', '.join(ENCODERS)}")
+    encoder = default_encoder(name) if encoder is None else encoder
+    if encoder not in encoders_for(name):
+        raise SegkitError(f"unknown encoder {encoder!r} for {name}; available: {', '.join(encoders_for(name))}")
+    if encoder_weights is not None and name in OWN_ENCODER:
+        raise SegkitError(f"{name} has no pretrained encoder weights (it trains from scratch); got {encoder_weights!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise SegkitError(f"num_classes must be a positive integer, got {num_classes!r}")
     input_shape = _checked_input_shape(input_shape)
@@ -67,6 +86,8 @@ __all__ = [
     "MODELS",
     "available",
     "build",
+    "default_encoder",
+    "encoders_for",
     "load_encoder_weights",
     "model_stats",
     "predict_probabilities",

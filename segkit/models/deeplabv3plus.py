@@ -1,19 +1,20 @@
-"""DeepLabV3+ (Chen et al., ECCV 2018) on a dilated ResNet encoder with output stride 16.
+"""DeepLabV3+ (Chen et al., ECCV 2018) on a dilated ResNet or MobileNetV3 encoder with output stride 16.
 
 ASPP (1x1, 3x3 at rates 6/12/18, image pooling; 256 filters each) on stage 4, projected
 to 256 channels; the decoder upsamples it to stride 4, joins a 48-channel projection of
 stage 1 and refines with two 3x3 convolutions before the classifier. Plain convolutions
-stand in for the paper's separable ones, as in most ResNet ports.
+stand in for the paper's separable ones, as in most ResNet ports. A MobileNetV3 reaches output
+stride 16 with its last strided block undecimated and what follows dilated 2 (see `applications`).
 """
 
 import keras
 
+from segkit.models.encoders import encoder_features
 from segkit.models.layers import (
     ResizeToMatch,
     check_input_multiple,
     classifier_to_input_size,
     conv_bn_relu,
-    encoder_features,
 )
 
 ASPP_RATES = (6, 12, 18)

@@ -8,7 +8,6 @@ import keras
 from keras import ops
 
 from segkit.errors import SegkitError
-from segkit.models.resnet import ENCODERS, resnet_encoder
 
 
 def _bin_weights(length, bins, dtype):
@@ -85,11 +84,12 @@ class ResizeToMatch(keras.layers.Layer):
         return {**super().get_config(), "interpolation": self.interpolation}
 
 
-def conv_bn_relu(x, filters, kernel_size, name, dilation_rate=1):
+def conv_bn_relu(x, filters, kernel_size, name, dilation_rate=1, strides=1):
     """Bias-free "same" convolution, batch norm and ReLU: the building block of every segkit head."""
     x = keras.layers.Conv2D(
         filters,
         kernel_size,
+        strides=strides,
         padding="same",
         dilation_rate=dilation_rate,
         use_bias=False,
@@ -104,13 +104,6 @@ def classifier_to_input_size(x, inputs, num_classes, name):
     """1x1 classifier and bilinear resize to the input size: logits, float32 even under mixed precision."""
     x = keras.layers.Conv2D(num_classes, 1, name=f"{name}_classifier")(x)
     return ResizeToMatch(name=name, dtype="float32")([x, inputs])
-
-
-def encoder_features(inputs, encoder, output_stride):
-    """Feature dict of the encoder named like "resnet34" (see `resnet_encoder`) at `output_stride`."""
-    if encoder not in ENCODERS:
-        raise SegkitError(f"unknown encoder {encoder!r}; available: {', '.join(ENCODERS)}")
-    return resnet_encoder(inputs, depth=ENCODERS[encoder], output_stride=output_stride)
 
 
 def check_input_multiple(input_shape, multiple, model_name):

@@ -11,13 +11,13 @@ works (360x480 gives 45x60 features, pooled to 1, 2, 3 and 6 bins like PyTorch's
 
 import keras
 
+from segkit.models.encoders import encoder_features
 from segkit.models.layers import (
     AdaptiveAveragePooling2D,
     ResizeToMatch,
     check_input_multiple,
     classifier_to_input_size,
     conv_bn_relu,
-    encoder_features,
 )
 
 PYRAMID_BINS = (1, 2, 3, 6)

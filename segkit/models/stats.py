@@ -20,7 +20,7 @@ from segkit.errors import SegkitError
 from segkit.models.layers import AdaptiveAveragePooling2D, ResizeToMatch, adaptive_bin_bounds
 
 
-def model_stats(model, input_shape=None, num_classes=None, encoder="resnet34"):
+def model_stats(model, input_shape=None, num_classes=None, encoder=None):
     """{"params": int, "gflops": float} of a built model, or of `build(model, ...)` given a name.
 
     The model needs a fixed input size (FLOPs depend on it): build it with e.g.

@@ -1,9 +1,10 @@
-"""U-Net on a ResNet encoder, layer for layer the `segmentation_models.Unet` decoder, returning logits."""
+"""U-Net on a ResNet or MobileNetV3 encoder, layer for layer the `segmentation_models.Unet` decoder, returning logits."""
 
 import keras
 from keras import layers
 
-from segkit.models.layers import check_input_multiple, conv_bn_relu, encoder_features
+from segkit.models.encoders import encoder_features
+from segkit.models.layers import check_input_multiple, conv_bn_relu
 
 DECODER_FILTERS = (256, 128, 64, 32, 16)
 # Five x2 upsamplings undo the encoder's stride 32; the skips are concatenated at strides 16, 8, 4 and 2.
@@ -11,10 +12,11 @@ INPUT_MULTIPLE = 32
 
 
 def build_unet(num_classes, input_shape=(None, None, 3), encoder="resnet34", decoder_filters=DECODER_FILTERS):
-    """U-Net: ResNet encoder, then per decoder stage x2 nearest upsampling, skip concatenation and
+    """U-Net: an encoder, then per decoder stage x2 nearest upsampling, skip concatenation and
     two 3x3 conv + BN + ReLU; a 3x3 classifier gives `(B, H, W, num_classes)` float32 logits.
 
-    `encoder` is one of `ENCODERS` ("resnet18", "resnet34", "resnet50"). Fixed spatial sides must be
+    `encoder` is one of `ENCODERS` ("resnet18", "resnet34", "resnet50", "mobilenetv3_large",
+    "mobilenetv3_small"; see `segkit.models.applications` for the MobileNets' skip taps). Fixed spatial sides must be
     multiples of 32; `None` sides give a fully convolutional model that takes any multiple of 32
     (`segkit.models.predict_probabilities` pads other sizes).
     """

@@ -1,4 +1,5 @@
-"""ImageNet encoder weights: classification_models' Keras h5 files, fetched with a hash check and loaded by layer name."""
+"""ImageNet encoder weights: classification_models' Keras h5 files for the ResNets, fetched with a hash check and
+loaded by layer name; keras.applications' own download for its encoders."""
 
 import hashlib
 import os
@@ -11,6 +12,7 @@ import numpy as np
 
 from segkit import files
 from segkit.errors import SegkitError
+from segkit.models.applications import APPLICATIONS, application_backbone, copy_backbone_weights
 from segkit.models.resnet import ENCODERS, resnet_encoder
 
 RELEASE_URL = "https://github.com/qubvel/classification_models/releases/download/0.0.1/"
@@ -29,9 +31,14 @@ def load_encoder_weights(model, source, encoder):
     `source` is "imagenet" (the classification_models release file for `encoder`, e.g. "resnet34"),
     an http(s) URL (md5-checked when its file name is a known release file) or a local h5 path.
     Downloads are cached in `$SEGKIT_CACHE`, else `~/.keras/models` (where segmentation_models keeps them).
+    A keras.applications encoder ("mobilenetv3_large", ...) takes "imagenet" only: keras.applications'
+    own file, downloaded and cached by Keras.
     """
+    if encoder in APPLICATIONS:
+        _load_application_weights(model, source, encoder)
+        return
     if encoder not in ENCODERS:
-        raise SegkitError(f"unknown encoder {encoder!r}; available: {', '.join(ENCODERS)}")
+        raise SegkitError(f"unknown encoder {encoder!r}; available: {', '.join([*ENCODERS, *APPLICATIONS])}")
     path = weights_file(source, encoder)
     stored = read_h5_weights(path)
     expected = encoder_layer_names(ENCODERS[encoder])
@@ -49,6 +56,16 @@ def load_encoder_weights(model, source, encoder):
         )
     for name in expected:
         _assign(model.get_layer(name), stored[name], path)
+
+
+def _load_application_weights(model, source, encoder):
+    if source != "imagenet":
+        raise SegkitError(f"encoder weights {source!r} for {encoder}: only 'imagenet' (keras.applications' own) is supported")
+    try:
+        backbone = application_backbone(encoder, weights="imagenet")
+    except (OSError, ValueError) as error:  # keras raises these for failed downloads and bad files
+        raise SegkitError(f"could not get keras.applications ImageNet weights for {encoder}: {error}") from None
+    copy_backbone_weights(model, backbone)
 
 
 def weights_file(source, encoder):

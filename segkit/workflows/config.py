@@ -32,7 +32,7 @@ def _model_names():
 def _encoder_names():
     from segkit import models
 
-    return tuple(models.ENCODERS)
+    return tuple(dict.fromkeys(e for name in models.available() for e in models.encoders_for(name)))
 
 
 def _loss_names():
@@ -55,8 +55,9 @@ _STR, _INT, _FLOAT, _BOOL, _LIST = (str,), (int,), (float, int), (bool,), (list,
 SCHEMA: dict[str, dict[str, Field]] = {
     "model": {
         "name": Field("unet", _STR, "architecture", _model_names),
-        "encoder": Field("resnet34", _STR, "ResNet encoder", _encoder_names),
-        "encoder_weights": Field(None, _STR, "'imagenet' or a path to resnetXX_imagenet_1000_no_top.h5", nullable=True),
+        "encoder": Field(None, _STR, "encoder (resnet18/34/50, mobilenetv3_large/small); null: the model's default (resnet34, or Fast-SCNN's own)", _encoder_names,
+                         nullable=True),
+        "encoder_weights": Field(None, _STR, "'imagenet' or a path to resnetXX_imagenet_1000_no_top.h5 (MobileNetV3: 'imagenet' only)", nullable=True),
         "aux_head": Field(False, _BOOL, "PSPNet auxiliary head on stage 3 (loss weight 0.4), dropped for inference"),
         "bn_momentum": Field(None, _FLOAT, "momentum of every BatchNormalization layer (e.g. 0.9 so a short run's moving "
                              "statistics catch up); null keeps the model's", nullable=True),
@@ -276,6 +277,7 @@ def _check_ranges(config: dict, where: str) -> None:
         raise SegkitError(f"{where}: 'train.max_minutes' cannot be used with train.distribution=multi_worker_mirrored: "
                           "each worker's clock would stop it at a different step; limit train.epochs instead")
     _check_levers(config, where)
+    _resolve_encoder(config["model"], where)
     if config["model"]["aux_head"] and config["model"]["name"] != "pspnet":
         raise SegkitError(f"{where}: 'model.aux_head' is only available for pspnet, not {config['model']['name']!r}")
 
@@ -316,3 +318,15 @@ def _check_progressive(stages, where: str) -> None:
 
 def _is_size(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+
+
+def _resolve_encoder(model: dict, where: str) -> None:
+    """Sets a null model.encoder to the model's default; refuses an encoder the model cannot take."""
+    from segkit import models
+
+    accepted = models.encoders_for(model["name"])
+    if model["encoder"] is None:
+        model["encoder"] = models.default_encoder(model["name"])
+    elif model["encoder"] not in accepted:
+        raise SegkitError(f"{where}: 'model.encoder' {model['encoder']!r} does not fit model {model['name']!r}; "
+                          f"it takes: {', '.join(accepted)}")
