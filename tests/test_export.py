@@ -5,13 +5,13 @@ import importlib.util
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import segkit
 from segkit.errors import SegkitError
 from segkit.workflows import train as train_module
 from training_support import prepared_synthetic, tiny_config, tiny_model
 
-tf = pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")
