@@ -11,6 +11,7 @@ import pytest
 from support import REPO
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="this is the outer run")
 def test_backend_agnostic_tests_pass_under_jax():
     env = {**os.environ, "KERAS_BACKEND": "jax"}

@@ -75,6 +75,7 @@ def test_export_writes_an_onnx_file_with_the_keras_logits(trained, tmp_path):
     np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: images})[0], expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_quickstart_trains_both_models_and_compares_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_module, "build_model", tiny_model)  # the stand-in: ResNet-34s would take minutes
     out = tmp_path / "qs"
