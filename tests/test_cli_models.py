@@ -81,7 +81,8 @@ def test_quickstart_trains_both_models_and_compares_them(tmp_path, monkeypatch, 
     out = tmp_path / "qs"
     assert cli.main(["quickstart", "--out", str(out), "--count", "10", "--seed", "4", "--epochs", "1"]) == 0
     run_dirs = sorted((out / "runs").iterdir())
-    assert [d.name.rsplit("-", 2)[0] for d in run_dirs] == sorted(name.removesuffix(".yaml") for name in quickstart.QUICKSTART_MODELS)
+    expected_names = sorted(name.removesuffix(".yaml") for name in quickstart.QUICKSTART_MODELS)
+    assert [d.name.rsplit("-", 2)[0] for d in run_dirs] == expected_names  # <config name>-<date>-<time>
     report = (out / "comparison" / "report.md").read_text()
     for run_dir in run_dirs:
         run_config = runs.Run.open(run_dir).config
