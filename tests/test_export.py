@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import segkit
 from segkit.errors import SegkitError
+from segkit.models import build
 from segkit.workflows import train as train_module
 from training_support import prepared_synthetic, tiny_config, tiny_model
 
@@ -45,14 +46,30 @@ def test_savedmodel_gives_the_keras_logits(run, images):
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no partial exports left behind
 
 
-def test_tflite_gives_the_keras_logits(run, images, tmp_path):
-    path = segkit.export(run.path / "best.keras", format="tflite", out=tmp_path / "model.tflite")
+def _tflite_logits(path, image):
     interpreter = tf.lite.Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images[:1])
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
     interpreter.invoke()
-    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    np.testing.assert_allclose(got, _keras_logits(run, images[:1]), atol=1e-3)
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def test_tflite_gives_the_keras_logits(run, images, tmp_path):
+    path = segkit.export(run.path / "best.keras", format="tflite", out=tmp_path / "model.tflite")
+    np.testing.assert_allclose(_tflite_logits(path, images[:1]), _keras_logits(run, images[:1]), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_fresh_resnet_unet_exports_to_tflite(tmp_path):
+    """Its logits reach hundreds: the check allows float32 error relative to them, not a fixed 1e-3."""
+    model = build("unet", "resnet18", num_classes=3, input_shape=(32, 32, 3))
+    model.save(tmp_path / "unet.keras")
+    path = segkit.export(tmp_path / "unet.keras", format="tflite")
+    image = np.random.default_rng(2).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(image, training=False))
+    scale = np.abs(expected).max()
+    assert scale > 10  # large enough that a fixed 1e-3 would not hold
+    np.testing.assert_allclose(_tflite_logits(path, image), expected, atol=1e-3 * scale)
 
 
 def test_onnx_without_its_packages_names_them(run, tmp_path, monkeypatch):
