@@ -4,12 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from support import SHARED_DATA
+from support import require_shared_data
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """Path to ../shared/data; skips the test when the real slices are not on this machine."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data slices not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """Path to ../shared/data; without it the test is skipped, or failed under CI=true."""
+    return require_shared_data()

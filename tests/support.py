@@ -1,4 +1,4 @@
-"""Shared by the tests: the repository root, where the real data slices are, and a local HTTP server.
+"""Shared by the tests: the repository root, the real data slices (required under CI=true), a local HTTP server.
 
 A module of its own, not conftest.py: notebooks/ has a conftest.py too, and `from conftest import ...`
 would pick whichever pytest imported first.
@@ -11,8 +11,21 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SEGKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def require_shared_data(path: Path = SHARED_DATA) -> Path:
+    """`path` if it is a folder; else the test is skipped, or failed under CI=true (where the data is always there:
+    a skip would hide the loss of the only real-data evidence)."""
+    if path.is_dir():
+        return path
+    message = f"real data slices not found at {path}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}, and CI=true runs must have them", pytrace=False)
+    pytest.skip(message)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

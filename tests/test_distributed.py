@@ -51,10 +51,9 @@ def dataset(tmp_path_factory):
     return prepared_synthetic(tmp_path_factory.mktemp("dist"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_two_device_training_matches_one_device(backend, dataset, tmp_path):
-    if backend == "jax":
-        pytest.importorskip("jax")
     kind = CASES[backend]
     env = {**os.environ, "KERAS_BACKEND": backend, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "PYTHONPATH": str(REPO)}
@@ -126,6 +125,7 @@ def _run_all(commands):
     return [(proc.returncode, out, err) for proc, (out, err) in zip(procs, outputs)]
 
 
+@pytest.mark.slow
 def test_two_workers_match_one_device_and_only_the_chief_writes(dataset, tmp_path):
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     base_env = {**os.environ, "KERAS_BACKEND": "tensorflow", "PYTHONPATH": str(REPO)}

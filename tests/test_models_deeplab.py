@@ -45,6 +45,7 @@ def test_resnet50_skip_comes_from_its_256_channel_stage1():
     assert model.get_layer("aspp_1x1_conv").input.shape == (None, 4, 4, 2048)
 
 
+@pytest.mark.slow
 def test_trains_reloads_in_safe_mode_and_predicts_any_size(tmp_path):
     keras.utils.set_random_seed(0)
     model = build("deeplabv3plus", "resnet18", num_classes=NUM_CLASSES, input_shape=(None, None, 3))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from segkit.errors import SegkitError
-from segkit.models import build, predict, required_multiple
+from segkit.models import build, predict_probabilities, required_multiple
 
 PAPER_PARAMS = 1.11e6  # Poudel et al. 2019, Table 1 / section 4: "1.11 million parameters", 19 Cityscapes classes
 
@@ -112,7 +112,7 @@ def test_training_lowers_the_loss_and_the_model_reloads_in_safe_mode(tmp_path):
     model.save(tmp_path / "fastscnn.keras")
     reloaded = keras.saving.load_model(tmp_path / "fastscnn.keras", safe_mode=True)
     np.testing.assert_allclose(reloaded.predict_on_batch(x), logits, atol=1e-5)
-    assert predict(reloaded, x[0, :50, :70]).shape == (50, 70, 3)  # padded to 64x96, cropped back
+    assert predict_probabilities(reloaded, x[0, :50, :70]).shape == (50, 70, 3)  # padded to 64x96, cropped back
 
 
 def test_logits_are_float32_under_mixed_precision():

@@ -101,6 +101,7 @@ def test_head_parameters_match_a_hand_count():
     assert model.get_layer("psp_concat").output.shape[-1] == 2048 * 2
 
 
+@pytest.mark.slow
 def test_aux_head_trains_with_weight_0_4_and_is_dropped_for_inference(tmp_path):
     keras.utils.set_random_seed(0)
     model = build("pspnet", "resnet18", num_classes=NUM_CLASSES, input_shape=(None, None, 3), aux_head=True)

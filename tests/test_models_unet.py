@@ -42,8 +42,10 @@ def copy_weights_by_name(source, target):
 
 @pytest.fixture(scope="module")
 def sm():
-    os.environ["SM_FRAMEWORK"] = "tf.keras"
-    return pytest.importorskip("segmentation_models")
+    os.environ["SM_FRAMEWORK"] = "tf.keras"  # read when segmentation_models is imported
+    import segmentation_models  # pinned in requirements.txt: a broken install fails here, it does not skip
+
+    return segmentation_models
 
 
 @needs_tensorflow

@@ -36,8 +36,9 @@ def write_keras2_weights(model, path):
 @pytest.fixture(scope="module")
 def reference_encoder():
     """classification_models' ResNet34 without top, randomly initialised (incl. BN statistics)."""
-    classifiers = pytest.importorskip("classification_models.tfkeras").Classifiers
-    model = classifiers.get("resnet34")[0](input_shape=(64, 64, 3), weights=None, include_top=False)
+    from classification_models.tfkeras import Classifiers  # installed with the pinned segmentation-models
+
+    model = Classifiers.get("resnet34")[0](input_shape=(64, 64, 3), weights=None, include_top=False)
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if layer.weights:

@@ -13,7 +13,7 @@ from segkit import data
 from segkit.errors import SegkitError
 from segkit.workflows import runs
 from segkit.workflows import train as train_module
-from training_support import brute_force_iou, predict_classes, prepared_synthetic, tiny_config, tiny_model
+from training_support import brute_force_run_scores, prepared_synthetic, tiny_config, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +49,12 @@ def test_run_folder_holds_history_checkpoints_and_metrics_of_the_best_model(data
     best_epoch = int(history["val_miou"].idxmax()) + 1
 
     # metrics.json is best.keras evaluated on the validation items: recompute it by brute force.
-    prepared = data.load_prepared(dataset)
-    val_idx = np.asarray(run.dataset["val"]["indices"])
-    _, expected_val = data.holdout_split(len(prepared.images), 4, seed=0)
-    np.testing.assert_array_equal(val_idx, expected_val)
-    best = keras.saving.load_model(run.path / "best.keras")
-    pred = predict_classes(best, np.asarray(prepared.images[val_idx]))
-    truth = np.asarray(prepared.masks[val_idx])
-    iou, miou = brute_force_iou(truth, pred, prepared.num_classes)
+    _, expected_val = data.holdout_split(len(data.load_prepared(dataset).images), 4, seed=0)
+    np.testing.assert_array_equal(run.dataset["val"]["indices"], expected_val)
+    iou, miou, accuracy = brute_force_run_scores(run, dataset)
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert metrics["miou"] == pytest.approx(miou, abs=1e-12)
-    assert metrics["pixel_accuracy"] == pytest.approx(np.mean(pred[truth != 255] == truth[truth != 255]), abs=1e-12)
+    assert metrics["pixel_accuracy"] == pytest.approx(accuracy, abs=1e-12)
     per_class = [np.nan if v is None else v for v in metrics["per_class_iou"].values()]
     np.testing.assert_allclose(per_class, iou, atol=1e-12)
     assert metrics["best_epoch"] == best_epoch
@@ -261,7 +256,7 @@ def test_mixed_precision_trains_and_restores_the_global_policy(dataset, stand_in
     run = _train(tiny_config(dataset, train={"mixed_precision": True, "epochs": 1}), tmp_path)
     assert keras.mixed_precision.dtype_policy().name == "float32"
     assert np.isfinite(pd.read_csv(run.path / "history.csv")[["loss", "val_loss"]].to_numpy()).all()
-    assert 0 <= run.metrics["miou"] <= 1
+    assert run.metrics["miou"] == pytest.approx(brute_force_run_scores(run, dataset)[1], abs=1e-12)
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(dataset, tmp_path, capsys):
@@ -290,4 +285,7 @@ def test_time_budget_stops_mid_epoch_and_still_validates_and_saves_that_epoch(da
     assert list(history["epoch"]) == [1] and list(history["steps"]) == [1]  # 6 steps per epoch otherwise
     assert np.isfinite(history["val_miou"]).all()
     assert run.state["status"] == "finished" and (run.path / "best.keras").is_file()
-    assert json.loads((run.path / "metrics.json").read_text())["miou"] >= 0
+    # the one-step model is what best.keras holds and what metrics.json scores
+    _, miou, _ = brute_force_run_scores(run, dataset)
+    assert json.loads((run.path / "metrics.json").read_text())["miou"] == pytest.approx(miou, abs=1e-12)
+    assert history["val_miou"].iloc[0] == pytest.approx(run.metrics["miou"], abs=1e-5)

@@ -65,6 +65,16 @@ def brute_force_iou(truth: np.ndarray, pred: np.ndarray, num_classes: int, ignor
     return iou, float(np.nanmean(iou))
 
 
+def brute_force_run_scores(run, dataset: Path):
+    """(per-class IoU, mIoU, pixel accuracy) of the run's best.keras on its validation items of `dataset`, by brute force."""
+    prepared = data.load_prepared(dataset)
+    val_idx = np.asarray(run.dataset["val"]["indices"])
+    pred = predict_classes(keras.saving.load_model(run.path / "best.keras"), np.asarray(prepared.images[val_idx]))
+    truth = np.asarray(prepared.masks[val_idx])
+    iou, miou = brute_force_iou(truth, pred, prepared.num_classes)
+    return iou, miou, float(np.mean(pred[truth != 255] == truth[truth != 255]))
+
+
 def predict_classes(model, images: np.ndarray) -> np.ndarray:
     """argmax of the model's logits, called directly (no padding: the images have the model's input size)."""
     return np.argmax(keras.ops.convert_to_numpy(model(images.astype("float32"), training=False)), axis=-1)

@@ -11,7 +11,9 @@ from segkit.errors import SegkitError
 from segkit.workflows import loading
 
 FORMATS = ("savedmodel", "tflite", "onnx")
-TOLERANCE = {"savedmodel": 1e-4, "tflite": 1e-3, "onnx": 1e-3}  # max abs logit difference allowed
+# Max abs logit difference allowed, per unit of the largest |logit| above 1: float32 error grows with the logits
+# (a fresh ResNet-18 U-Net's logits reach hundreds, and TFLite and ONNX then differ from Keras by about 1e-3).
+TOLERANCE = {"savedmodel": 1e-4, "tflite": 1e-3, "onnx": 1e-3}
 _SUFFIX = {"savedmodel": "_savedmodel", "tflite": ".tflite", "onnx": ".onnx"}
 _NEEDS = {"savedmodel": ("tensorflow",), "tflite": ("tensorflow",), "onnx": ("tensorflow", "onnx", "tf2onnx", "onnxruntime")}
 
@@ -37,9 +39,10 @@ def export(model_path, *, format="savedmodel", out=None, sample_size=(256, 256))
         _WRITERS[format](net, partial)
         actual = _RUNNERS[format](partial, sample)
         difference = float(np.max(np.abs(actual - expected)))
-        if not difference <= TOLERANCE[format]:
+        allowed = TOLERANCE[format] * max(1.0, float(np.max(np.abs(expected))))
+        if not difference <= allowed:
             raise SegkitError(f"the {format} export of {model_path} gives logits up to {difference:.3g} away from Keras' "
-                              f"(allowed {TOLERANCE[format]}); nothing written")
+                              f"(allowed {allowed:.3g}); nothing written")
     print(f"exported {model_path} -> {out} ({format}; max abs logit difference to Keras {difference:.2e})")
     return out
 

@@ -1,0 +1,118 @@
+"""Config levers reach what they claim to: class weights the loss, bn_momentum every BatchNormalization layer,
+weight_decay the optimizer's update, data.format a raw folder prepared once into the cache."""
+
+import hashlib
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from segkit import data
+from segkit.workflows import config, datasets, optim
+from segkit.workflows import train as train_module
+from training_support import prepared_synthetic, tiny_config, train_with_stand_in
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return prepared_synthetic(tmp_path_factory.mktemp("data"))
+
+
+def test_median_class_weights_give_the_hand_computed_validation_loss(dataset, tmp_path):
+    run = train_with_stand_in(tiny_config(dataset, train={"epochs": 1}, loss={"class_weights": "median"}), tmp_path)
+    prepared = data.load_prepared(dataset)
+    classes = prepared.num_classes
+    # median-frequency weights from the training items' masks, counted here with numpy
+    train_idx = np.setdiff1d(np.arange(len(prepared.images)), run.dataset["val"]["indices"])
+    masks = np.asarray(prepared.masks[train_idx])
+    share = np.bincount(masks[masks != 255], minlength=classes)[:classes] / np.sum(masks != 255)
+    weights = np.array([np.median(share[share > 0]) / s if s > 0 else 0.0 for s in share])
+    # the validation loss of the one-epoch model (all 4 validation items in one batch) by hand
+    val_idx = np.asarray(run.dataset["val"]["indices"])
+    logits = keras.saving.load_model(run.path / "best.keras")(np.asarray(prepared.images[val_idx], np.float32))
+    log_p = np.asarray(keras.ops.log_softmax(keras.ops.cast(logits, "float64"), axis=-1))
+    truth = np.asarray(prepared.masks[val_idx]).astype(int)
+    keep = truth != 255
+    nll = -np.take_along_axis(log_p, np.where(keep, truth, 0)[..., None], axis=-1)[..., 0][keep]
+    pixel_weight = weights[truth[keep]]
+    val_loss = pd.read_csv(run.path / "history.csv")["val_loss"].iloc[0]
+    assert val_loss == pytest.approx(np.sum(pixel_weight * nll) / np.sum(pixel_weight), rel=1e-4)
+    # ...and not the unweighted mean (ten times the tolerance above away: the check above tells them apart)
+    assert val_loss != pytest.approx(nll.mean(), rel=1e-3)
+
+
+def _batch_norm_momenta(model):
+    # Keras' own recursive walk, not segkit's
+    return [layer.momentum for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def test_bn_momentum_reaches_every_batch_norm_layer_and_its_update():
+    cfg = config.load({"data": {"path": "x"}, "model": {"name": "pspnet", "encoder": "resnet18", "bn_momentum": 0.7}})
+    model = train_module.build_model(cfg, num_classes=3, image_size=(64, 64))
+    momenta = _batch_norm_momenta(model)
+    assert len(momenta) > 20 and set(momenta) == {0.7}
+    default = train_module.build_model(config.load({"data": {"path": "x"}, "model": {"encoder": "resnet18"}}), 3, (64, 64))
+    assert set(_batch_norm_momenta(default)) == {0.99}  # null keeps Keras' default
+    # one training-mode call moves the first layer's moving mean by 1 - momentum of the batch mean
+    bn = next(layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    features = keras.ops.convert_to_numpy(keras.Model(model.input, bn.input)(x))
+    before = keras.ops.convert_to_numpy(bn.moving_mean)
+    model(x, training=True)
+    expected = 0.7 * before + 0.3 * features.mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_weight_decay_from_the_config_shrinks_the_weights_as_hand_computed(name):
+    lr, decay = 0.1, 0.5
+    spec = config.load({"data": {"path": "x"}, "optimizer": {"name": name, "learning_rate": lr, "weight_decay": decay}})
+    optimizer = optim.build(spec["optimizer"], total_steps=10)
+    assert optimizer.weight_decay == decay
+    start = np.array([1.0, -2.0, 3.0, 0.5], "float32")
+    grad = np.array([0.5, 0.0, -1.0, 2.0], "float32")
+    variable = keras.Variable(start)
+    optimizer.apply_gradients([(keras.ops.convert_to_tensor(grad), variable)])
+    # decoupled decay: w <- w - lr * decay * w, beside the gradient step. First steps: SGD (momentum or not) -lr * g;
+    # Adam -lr * m_hat / (sqrt(v_hat) + eps) = -lr * g / (|g| + eps / sqrt(1 - beta_2))
+    step = -lr * grad if name == "sgd" else -lr * grad / (np.abs(grad) + 1e-7 / np.sqrt(1 - 0.999))
+    expected = start * (1 - lr * decay) + step
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_raw_dataset_with_data_format_is_prepared_into_the_cache_once(tmp_path, capsys):
+    raw = tmp_path / "city"
+    data.write_synthetic(raw, 12, seed=3, size=(32, 32))
+    cache = tmp_path / "cache"
+    cfg = tiny_config(raw, data={"format": "cityscapes-pairs", "cache": str(cache), "size": [32, 32]}, train={"epochs": 1})
+    run = train_with_stand_in(cfg, tmp_path / "runs")
+    digest = hashlib.sha1(str(raw.resolve()).encode()).hexdigest()[:8]  # the source's absolute path
+    prepared = cache / f"cityscapes-pairs-city-all-32x32-train-{digest}"
+    assert [p.name for p in cache.iterdir()] == [prepared.name]
+    assert run.dataset["train"]["path"] == str(prepared.resolve())
+    assert "preparing cityscapes-pairs dataset" in capsys.readouterr().out
+    # it holds what `segkit data prepare` makes of the same folder
+    data.prepare("cityscapes-pairs", raw, tmp_path / "direct", size=(32, 32))
+    cached, direct = data.load_prepared(prepared), data.load_prepared(tmp_path / "direct")
+    np.testing.assert_array_equal(cached.images, direct.images)
+    np.testing.assert_array_equal(cached.masks, direct.masks)
+    # a second run reads the cache as it is
+    manifest = (prepared / "manifest.json").read_bytes()
+    stamp = (prepared / "manifest.json").stat().st_mtime_ns
+    second = train_with_stand_in(cfg, tmp_path / "runs")
+    assert "preparing" not in capsys.readouterr().out
+    assert (prepared / "manifest.json").stat().st_mtime_ns == stamp and (prepared / "manifest.json").read_bytes() == manifest
+    assert json.loads((second.path / "dataset.json").read_text())["train"]["path"] == str(prepared.resolve())
+
+
+def test_same_named_folders_and_other_sizes_get_their_own_cache_entries(tmp_path):
+    for parent in ("a", "b"):
+        data.write_synthetic(tmp_path / parent / "city", 2, seed=0, size=(32, 32))
+    cache = tmp_path / "cache"
+    paths = {datasets.open_dataset(tmp_path / parent / "city", format="cityscapes-pairs", size=size, cache=cache)[1]
+             for parent in ("a", "b") for size in ((32, 32), (16, 16))}
+    assert len(paths) == 4 and {p.parent for p in paths} == {cache}
+    assert {p.name.split("-")[4] for p in paths} == {"32x32", "16x16"}
