@@ -14,7 +14,7 @@ import numpy as np
 from segkit.data.palette import IGNORE_INDEX, TRAIN_CLASSES, TRAIN_CLASS_COLORS
 from segkit.errors import SegkitError
 
-__all__ = ["synthetic_scene", "write_synthetic"]
+__all__ = ["synthetic_city", "synthetic_scene", "write_synthetic"]
 
 _ID = {label.name: label.train_id for label in TRAIN_CLASSES}
 ROAD, SIDEWALK, BUILDING, WALL, FENCE = (_ID[n] for n in ("road", "sidewalk", "building", "wall", "fence"))
@@ -394,6 +394,22 @@ def write_synthetic(out, count: int, seed: int = 0, size: tuple[int, int] = (256
             raise SegkitError(f"could not encode synthetic scene {i} as JPEG")
         paths.append(_write_atomic(out / f"{i}.jpg", data.tobytes()))
     return paths
+
+
+def synthetic_city(out, count: int, seed: int = 0) -> Path:
+    """`out` holding `count` pairs of seed `seed` (256x256 halves), generated on first use; an existing `out` is taken as it is.
+
+    The pairs are written into a temporary folder that is renamed into place: an interrupted run leaves no partial set.
+    """
+    out = Path(out)
+    if out.is_dir():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"generating the synthetic city ({count} pairs, seed {seed}) -> {out}")
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as work:
+        write_synthetic(Path(work) / "pairs", count, seed=seed)
+        os.replace(Path(work) / "pairs", out)
+    return out
 
 
 def _write_atomic(path: Path, data: bytes) -> Path:

@@ -18,7 +18,7 @@ AUX_LOSS_WEIGHT = 0.4  # PSPNet paper: auxiliary loss weight
 def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto") -> runs.Run:
     """Trains the model a config describes and returns its run folder.
 
-    config: a YAML path or a dict (see configs/); overrides: {"train.epochs": 3} or ["train.epochs=3"].
+    config: a YAML path, the name of a shipped config (`segkit configs` lists them) or a dict; overrides: {"train.epochs": 3} or ["train.epochs=3"].
     resume: a run folder to continue from its last checkpoint (then config and overrides must be None).
     With train.distribution=multi_worker_mirrored every worker makes the same call with its own TF_CONFIG;
     only the chief writes to runs_dir (or resume), the others to a temporary folder removed before returning.
@@ -45,10 +45,11 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
 
 def _train_in(run, cfg, data, verbose) -> runs.Run:
     state = run.state
-    print(f"run folder: {run.path}")
+    print(f"run folder: {run.path}\nresolved config ({runs.CONFIG} in the run folder):")
+    print(config_lib.dump(cfg).rstrip())
     keras.utils.set_random_seed(cfg["train"]["seed"])
     policy = keras.mixed_precision.dtype_policy()
-    if cfg["train"]["mixed_precision"]:
+    if _mixed_precision(cfg["train"]["mixed_precision"]):
         keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:
         _fit(cfg, run, state, data, verbose)
@@ -57,6 +58,15 @@ def _train_in(run, cfg, data, verbose) -> runs.Run:
     report.finish_run(run, data, batch_size=cfg["train"]["batch_size"])
     print(f"run folder: {run.path}")
     return run
+
+
+def _mixed_precision(setting) -> bool:
+    """train.mixed_precision: true/false as given; auto: on when a GPU is found (float16 only pays off there)."""
+    if setting != "auto":
+        return setting
+    gpu = distribution.gpu_name()
+    print(f"mixed precision (auto): {'on, GPU ' + gpu if gpu else 'off, no GPU found'}")
+    return gpu is not None
 
 
 def _fit(cfg, run, state, data, verbose) -> None:
