@@ -115,6 +115,8 @@ def _fetch(url: str, dest: Path) -> str:
                 hasher.update(chunk)
                 f.write(chunk)
                 received += len(chunk)
+                _progress(received, expected_size)
+            print()  # ends the progress line
     except urllib.error.HTTPError as err:
         raise SegkitError(f"{url}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError) as err:
@@ -122,6 +124,17 @@ def _fetch(url: str, dest: Path) -> str:
     if expected_size is not None and received != int(expected_size):
         raise SegkitError(f"{url}: connection closed after {received} of {expected_size} bytes")
     return hasher.hexdigest()
+
+
+def _progress(received: int, total: str | None, width: int = 30) -> None:
+    """One progress line, redrawn in place (a terminal and a notebook both honour the carriage return)."""
+    done = f"{received / 1e6:.1f} MB"
+    if total is None or not int(total):
+        print(f"\r  {done}", end="", flush=True)
+        return
+    share = min(received / int(total), 1.0)
+    bar = "#" * round(share * width)
+    print(f"\r  [{bar:<{width}}] {share:4.0%}  {done} of {int(total) / 1e6:.1f} MB", end="", flush=True)
 
 
 def _extract(archive: Path, dest: Path, url: str) -> None:

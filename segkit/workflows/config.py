@@ -92,6 +92,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "steps_per_epoch": Field(None, _INT, "cap on training steps per epoch", nullable=True),
         "max_minutes": Field(None, _FLOAT, "time budget: training stops after the step that reaches it; that last, partial epoch is validated and saved", nullable=True),
         "seed": Field(0, _INT, "seed for weights, split, shuffling and augmentation"),
+        "precise_bn": Field(20, _INT, "training batches (un-augmented) from which BatchNorm statistics are re-estimated "
+                            "before each validation and save; 0 keeps the moving averages (stale on short runs)"),
         "mixed_precision": Field(False, (bool, str), "mixed_float16 compute (logits stay float32); auto: on a GPU only"),
         "distribution": Field("none", _STR, "data-parallel training: mirrored (local devices, TensorFlow), "
                               "multi_worker_mirrored (machines in TF_CONFIG, TensorFlow), data_parallel (local devices, JAX)", DISTRIBUTIONS),
@@ -333,6 +335,8 @@ def _check_ranges(config: dict, where: str) -> None:
                           "each worker's clock would stop it at a different step; limit train.epochs instead")
     if isinstance(train["mixed_precision"], str) and train["mixed_precision"] != "auto":
         raise SegkitError(f"{where}: 'train.mixed_precision' must be true, false or auto, got {train['mixed_precision']!r}")
+    if train["precise_bn"] < 0:
+        raise SegkitError(f"{where}: 'train.precise_bn' must be >= 0, got {train['precise_bn']!r}")
     if data["count"] < 1:
         raise SegkitError(f"{where}: 'data.count' must be > 0, got {data['count']!r}")
     if config["model"]["aux_head"] and config["model"]["name"] != "pspnet":

@@ -4,13 +4,15 @@ import importlib.util
 import shutil
 
 import keras
+import numpy as np
 
 from segkit import data as data_lib
 from segkit import losses, metrics, models
 from segkit.errors import SegkitError, first_line
+from segkit.models import batchnorm
 from segkit.workflows import config as config_lib
 from segkit.workflows import datasets, distribution, optim, report, runs
-from segkit.workflows.callbacks import RunRecorder
+from segkit.workflows.callbacks import PreciseBatchNorm, RunRecorder
 
 AUX_LOSS_WEIGHT = 0.4  # PSPNet paper: auxiliary loss weight
 
@@ -93,7 +95,7 @@ def _fit(cfg, run, state, data, verbose) -> None:
             epochs=train_cfg["epochs"],
             initial_epoch=state["epoch"],
             steps_per_epoch=train_cfg["steps_per_epoch"],
-            callbacks=[recorder, *_tensorboard(run)],
+            callbacks=[*_precise_bn(cfg, data.train), recorder, *_tensorboard(run)],
             shuffle=False,  # the loader shuffles from (seed, epoch); Keras' own batch shuffle would not survive a resume
             verbose=verbose,
         )
@@ -114,17 +116,8 @@ def build_model(cfg: dict, num_classes: int, image_size) -> keras.Model:
     model = models.build(spec["name"], encoder=spec["encoder"], num_classes=num_classes,
                          input_shape=(*image_size, 3), encoder_weights=spec["encoder_weights"], **options)
     if spec["bn_momentum"] is not None:
-        for layer in _all_layers(model):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = spec["bn_momentum"]
+        batchnorm.set_momentum(model, spec["bn_momentum"])
     return model
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def _compile(model, cfg, data, total_steps) -> None:
@@ -176,6 +169,20 @@ class _AuxTargets(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.loader.on_epoch_end()
+
+
+def _precise_bn(cfg, split) -> list:
+    """The callback that re-estimates BatchNorm statistics before each validation, from un-augmented training batches."""
+    count, size, seed = cfg["train"]["precise_bn"], cfg["train"]["batch_size"], cfg["train"]["seed"]
+    if not count:
+        return []
+
+    def batches_for(epoch):  # drawn from (seed, epoch): a resumed run re-estimates from the batches an uninterrupted one would
+        picks = np.random.default_rng([seed, epoch]).permutation(split.indices)[: count * size]
+        loader = data_lib.make_loader(split.dataset.images, split.dataset.masks, picks, size, shuffle=False)
+        return (loader[i][0] for i in range(len(loader)))
+
+    return [PreciseBatchNorm(batches_for)]
 
 
 def _with_aux_targets(loader, model):
