@@ -65,12 +65,12 @@ def setup(dataset: str | None = None, runs="runs", drive: bool = False, smoke: b
         raise SegkitError(f"unknown dataset {dataset!r} for setup; choose one of {', '.join(DATASETS)} or None")
     params = _smoke_params(smoke)
     gpu = _accelerator(cpu_minutes)
-    runs = Path(os.environ.get("SEGKIT_NB_RUNS", runs))
+    runs = Path(os.environ.get("SEGKIT_NB_RUNS", runs)).absolute()  # absolute: the notebook may change folder later
     if drive:
         runs = _on_drive(runs)
     runs.mkdir(parents=True, exist_ok=True)
     print(f"run folders: {runs}")
-    data = None if dataset is None else _dataset(dataset, Path(data_root))
+    data = None if dataset is None else _dataset(dataset, Path(data_root)).absolute()
     return Env(dataset, data, runs, gpu, smoke=bool(params), params=params)
 
 
@@ -112,7 +112,7 @@ def _on_drive(runs: Path) -> Path:
         raise SegkitError("drive=True needs Google Colab (google.colab is not importable here); "
                           "use drive=False to keep run folders locally") from None
     drive.mount(str(DRIVE_MOUNT))
-    return DRIVE_MOUNT / "MyDrive" / "segkit" / (runs if not runs.is_absolute() else runs.name)
+    return DRIVE_MOUNT / "MyDrive" / "segkit" / runs.name
 
 
 def _dataset(name: str, root: Path) -> Path:
