@@ -189,3 +189,13 @@ def test_synthetic_data_needs_no_path_and_mixed_precision_takes_auto():
     assert cfg["data"]["path"] is None and cfg["train"]["mixed_precision"] == "auto"
     with pytest.raises(SegkitError, match=r"'train.mixed_precision' must be true, false or auto, got 'yes'"):
         config.load({"data": {"path": "x"}, "train": {"mixed_precision": "yes"}})
+
+
+def test_segkit_configs_lists_every_shipped_config_with_what_it_is(capsys):
+    from segkit import cli
+
+    assert cli.main(["configs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in lines[: len(CONFIGS)]}
+    assert sorted(listed) == CONFIGS and "_base_" not in " ".join(listed)
+    assert listed["unet-r34_synthetic_128x128"].startswith("U-Net-R34 on the built-in synthetic city")
