@@ -92,7 +92,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "steps_per_epoch": Field(None, _INT, "cap on training steps per epoch", nullable=True),
         "max_minutes": Field(None, _FLOAT, "time budget: training stops after the step that reaches it; that last, partial epoch is validated and saved", nullable=True),
         "seed": Field(0, _INT, "seed for weights, split, shuffling and augmentation"),
-        "precise_bn": Field(20, _INT, "training batches (un-augmented) from which BatchNorm statistics are re-estimated "
+        "precise_bn": Field(10, _INT, "training batches (un-augmented) from which BatchNorm statistics are re-estimated "
                             "before each validation and save; 0 keeps the moving averages (stale on short runs)"),
         "mixed_precision": Field(False, (bool, str), "mixed_float16 compute (logits stay float32); auto: on a GPU only"),
         "distribution": Field("none", _STR, "data-parallel training: mirrored (local devices, TensorFlow), "
