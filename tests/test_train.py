@@ -11,6 +11,7 @@ import pytest
 import segkit
 from segkit import data
 from segkit.errors import SegkitError
+from segkit.models import batchnorm
 from segkit.workflows import config as config_lib
 from segkit.workflows import distribution, runs
 from segkit.workflows import train as train_module
@@ -337,3 +338,9 @@ def test_find_finished_takes_the_newest_finished_run_of_that_config_with_those_v
     assert runs.find_finished(tmp_path, "cfg", {"data.size": [32, 32]}).path == small
     assert runs.find_finished(tmp_path, "cfg", {"data.size": [16, 16]}) is None
     assert runs.find_finished(tmp_path / "nothing-here", "cfg") is None
+
+
+def test_model_bn_momentum_reaches_every_batchnorm_layer():
+    cfg = config_lib.load({"data": {"path": "x"}, "model": {"encoder": "resnet18", "bn_momentum": 0.9}})
+    layers = batchnorm.batchnorm_layers(train_module.build_model(cfg, 3, (64, 64)))
+    assert len(layers) > 20 and {layer.momentum for layer in layers} == {0.9}
