@@ -20,7 +20,8 @@ AUX_LOSS_WEIGHT = 0.4  # PSPNet paper: auxiliary loss weight
 def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto") -> runs.Run:
     """Trains the model a config describes and returns its run folder.
 
-    config: a YAML path, the name of a shipped config (`segkit configs` lists them) or a dict; overrides: {"train.epochs": 3} or ["train.epochs=3"].
+    config: a YAML path, the name of a shipped config (`segkit configs` lists them) or a dict;
+    overrides: {"train.epochs": 3} or ["train.epochs=3"].
     resume: a run folder to continue from its last checkpoint (then config and overrides must be None).
     With train.distribution=multi_worker_mirrored every worker makes the same call with its own TF_CONFIG;
     only the chief writes to runs_dir (or resume), the others to a temporary folder removed before returning.
