@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 10's ablation table: trains every config in configs/ablations/ (the baseline and one file per recipe lever)
+# Issue 10's ablation table: trains every config in benchmarks/ablations/ (the baseline and one file per recipe lever)
 # from scratch for the same wall-clock budget, then prints config, minutes, epochs, held-out mIoU, classes at
 # zero IoU, params and GFLOPs from the run folders (benchmarks/accuracy_table.py).
 #
@@ -8,7 +8,7 @@
 # Cores:              CORES=both   one run after the other, each with both cores (the issue's goal conditions)
 #                     CORES=split  two runs side by side, pinned with taskset -c 0 / -c 1, one thread each
 #                                  (half the wall-clock; each run gets one core, so compare within one mode only)
-# Subset:             CONFIGS="configs/ablations/baseline.yaml configs/ablations/ema.yaml"
+# Subset:             CONFIGS="benchmarks/ablations/baseline.yaml benchmarks/ablations/ema.yaml"
 # Extra overrides:    SET="data.limit=64 data.val=16"   (space-separated key=value, applied to every run)
 # Results:            $RUNS/<config>-<time>/ run folders, $RUNS/logs/<config>.log, $RUNS/table.md
 set -euo pipefail
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 BUDGET=${BUDGET:-35}
 CORES=${CORES:-both}
 RUNS=${RUNS:-runs/accuracy-cpu}
-CONFIGS=${CONFIGS:-$(ls configs/ablations/*.yaml)}
+CONFIGS=${CONFIGS:-$(ls benchmarks/ablations/*.yaml)}
 SET=${SET:-}
 case "$CORES" in
     both|split) ;;

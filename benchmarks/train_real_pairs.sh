@@ -15,7 +15,7 @@ mkdir -p "$RUNS"
 
 core=0
 for model in unet pspnet; do
-    taskset -c "$core" segkit train "configs/${model}-r34_cityscapes-pairs-1000_128x128.yaml" --runs "$RUNS" \
+    taskset -c "$core" segkit train "${model}-r34_cityscapes-pairs-1000_128x128" --runs "$RUNS" \
         --set "train.max_minutes=${MINUTES}" > "$RUNS/${model}.log" 2>&1 &
     core=$((core + 1))
 done

@@ -45,6 +45,16 @@ def _train(args):
     segkit.train(args.config, overrides=args.set, resume=args.resume, runs_dir=args.runs)
 
 
+def _configs(args):
+    from segkit.workflows import config
+
+    names = config.shipped()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {config.describe(name)}")
+    print(f"\ntrain one: segkit train NAME (a YAML path works too); they live in {config.SHIPPED}")
+
+
 def _evaluate(args):
     import segkit
 
@@ -72,8 +82,12 @@ def _export(args):
 
 def _add_model_commands(sub):
     model_help = "a run folder (uses its best.keras) or a .keras model file"
-    p = sub.add_parser("train", help="train a model from a YAML config into a new run folder (or resume one)")
-    p.add_argument("config", nargs="?", help="YAML config, e.g. configs/unet-r34_synthetic_128x128.yaml")
+    p = sub.add_parser("configs", help="list the configs segkit ships, one line each")
+    p.set_defaults(run=_configs)
+
+    p = sub.add_parser("train", help="train a model from a config into a new run folder (or resume one)")
+    p.add_argument("config", nargs="?", help="a shipped config's name (segkit configs lists them), e.g. "
+                   "unet-r34_synthetic_128x128, or a YAML file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (YAML value), e.g. --set train.epochs=3")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--runs", default="runs", help="folder that holds run folders (default: runs)")

@@ -75,8 +75,10 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def download(url: str, dest, algorithm: str = "sha256") -> str:
+def download(url: str, dest, algorithm: str = "sha256", progress=None) -> str:
     """Streams `url` into the file `dest`, hashing the bytes on the way; returns their hex digest.
+
+    progress: called as `progress(bytes received, Content-Length or None)` after every chunk.
 
     A failed connection, an HTTP error or a body shorter than its Content-Length raises a one-line
     SegkitError; `dest` may then hold part of the body (write it inside `atomic_path` to drop it).
@@ -92,6 +94,8 @@ def download(url: str, dest, algorithm: str = "sha256") -> str:
                 hasher.update(chunk)
                 f.write(chunk)
                 received += len(chunk)
+                if progress is not None:
+                    progress(received, None if expected_size is None else int(expected_size))
     except urllib.error.HTTPError as err:
         raise SegkitError(f"could not download {url}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError) as err:

@@ -13,8 +13,7 @@ from segkit.errors import SegkitError
 from segkit.files import atomic_path
 from segkit.viz import sample_grid
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-QUICKSTART_MODELS = ("unet-r34_synthetic_128x128.yaml", "pspnet-r34_synthetic_128x128.yaml")
+QUICKSTART_MODELS = ("unet-r34_synthetic_128x128", "pspnet-r34_synthetic_128x128")  # shipped configs
 SAMPLE_ROWS = 4
 SAMPLE_DPI = 90
 
@@ -61,14 +60,11 @@ def train_and_compare(out, pairs, epochs: int | None = None) -> dict[str, Path]:
     """Trains each model of QUICKSTART_MODELS on the synthetic `pairs` into `out/runs`, then compares them in `out/comparison`."""
     import segkit  # the training API loads Keras: imported only when training starts
 
+    # data.path names the pairs just written, so the configs' synthetic city is taken from there, not generated again.
     overrides = {"data.path": str(pairs), "data.cache": str(Path(out) / "cache")}
     if epochs is not None:
         overrides["train.epochs"] = epochs
-    run_dirs = []
-    for name in QUICKSTART_MODELS:
-        if not (CONFIGS / name).is_file():
-            raise SegkitError(f"config {CONFIGS / name} not found: run segkit quickstart from a checkout of the repository")
-        run_dirs.append(segkit.train(CONFIGS / name, overrides=overrides, runs_dir=Path(out) / "runs").path)
+    run_dirs = [segkit.train(name, overrides=overrides, runs_dir=Path(out) / "runs").path for name in QUICKSTART_MODELS]
     comparison = segkit.compare(run_dirs, out=Path(out) / "comparison")
     return {"runs": run_dirs, "report": comparison["report"]}
 

@@ -1,4 +1,4 @@
-"""Training configs: defaults, YAML-typed --set overrides, one-line errors naming the key, the shipped configs."""
+"""Training configs: defaults, YAML-typed --set overrides, one-line errors naming the key, base files, the shipped configs."""
 
 import re
 
@@ -11,7 +11,7 @@ from segkit.errors import SegkitError
 from segkit.workflows import config
 
 
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = config.shipped()
 
 
 def _write(tmp_path, text, name="my-run.yaml"):
@@ -106,20 +106,22 @@ def test_unreadable_config_files(tmp_path, text, message):
         config.load(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_shipped_configs_are_valid_and_named_for_what_they_are(path):
-    cfg = config.load(path)
-    model, dataset, size, *budget = path.stem.split("_")
-    name, encoder = cfg["model"]["name"], cfg["model"]["encoder"]
-    assert model == (name if encoder == name else f"{name}-r{encoder.removeprefix('resnet')}")
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_resolve_validate_and_are_named_for_what_they_are(name):
+    cfg = config.load(name)
+    assert cfg["name"] == name and config.BASE_KEY not in cfg
+    model, dataset, size, *budget = name.split("_")
+    model_name, encoder = cfg["model"]["name"], cfg["model"]["encoder"]
+    assert model == (model_name if encoder == model_name else f"{model_name}-r{encoder.removeprefix('resnet')}")
     assert not budget or budget == [f"cpu-{cfg['train']['max_minutes']:g}min"]
     assert size == "x".join(map(str, cfg["data"]["size"]))
-    assert dataset.startswith("synthetic" if cfg["data"]["path"].endswith("synthetic") else cfg["data"]["format"])
+    assert dataset.startswith(cfg["data"]["format"])
+    assert config.describe(name) and "\n" not in config.describe(name)
 
 
 def _config_names_in(paths) -> set[str]:
-    """Every config file name (the `<model>-r<depth>_<data>_<H>x<W>.yaml` pattern) mentioned in these files."""
-    pattern = re.compile(r"[a-z0-9]+-r\d+_[a-z0-9-]+_\d+x\d+\.yaml")
+    """Every shipped-config name (`<model>[-r<depth>]_<data>_<H>x<W>[_cpu-<N>min]`) mentioned in these files."""
+    pattern = re.compile(r"\b(?:[a-z0-9]+-r\d+|fastscnn)_[a-z0-9-]+_\d+x\d+(?:_cpu-\d+min)?\b")
     return {name for path in paths for name in pattern.findall(path.read_text(errors="replace"))}
 
 
@@ -129,5 +131,100 @@ def test_every_config_the_docs_notebooks_and_code_name_exists_and_loads():
     named = _config_names_in(p for p in documents if p.is_file())
     assert len(named) >= 3, named  # the scan found the documented commands at all
     for name in sorted(named | set(quickstart.QUICKSTART_MODELS)):
-        assert (REPO / "configs" / name).is_file(), f"{name} is named but configs/{name} does not exist"
-        config.load(REPO / "configs" / name)
+        assert name in CONFIGS, f"{name} is named but is not a shipped config"
+        config.load(name)
+
+
+def test_the_configs_the_issue_names_exist():
+    for model in ("unet", "pspnet", "deeplabv3plus"):
+        assert f"{model}-r34_cityscapes-pairs_256x256" in CONFIGS
+    assert {"unet-r34_synthetic_128x128", "pspnet-r34_synthetic_128x128"} <= set(CONFIGS)
+    assert any("camvid" in n for n in CONFIGS)
+
+
+# What unet-r34_cityscapes-pairs_256x256.yaml said, written out in full, before its blocks moved into base files.
+UNET_CITYSCAPES_PAIRS = {
+    "name": "unet-r34_cityscapes-pairs_256x256",
+    "model": {"name": "unet", "encoder": "resnet34", "encoder_weights": "imagenet"},
+    "data": {"path": "data/cityscapes-pairs", "format": "cityscapes-pairs", "split": "train", "val_split": "val", "size": [256, 256]},
+    "train": {"batch_size": 8, "epochs": 40, "seed": 0},
+    "optimizer": {"name": "adam", "learning_rate": 1.0e-3, "schedule": "poly"},
+    "loss": {"name": "ce+dice"},
+    "augment": {"hflip": 0.5, "scale": [0.75, 1.25], "color_jitter": 0.2},
+}
+
+
+def test_a_shipped_config_resolves_to_what_it_said_before_it_had_base_files():
+    assert config.load("unet-r34_cityscapes-pairs_256x256") == config.load(UNET_CITYSCAPES_PAIRS)
+
+
+def test_shipped_configs_are_found_by_name_with_or_without_yaml_and_by_path():
+    by_path = config.load(config.SHIPPED / "pspnet-r34_synthetic_128x128.yaml")
+    assert config.load("pspnet-r34_synthetic_128x128") == config.load("pspnet-r34_synthetic_128x128.yaml") == by_path
+    assert by_path["model"]["name"] == "pspnet" and by_path["data"]["format"] == "synthetic"
+
+
+def test_a_local_file_wins_over_a_shipped_config_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, "data: {path: mine}\n", name="unet-r34_synthetic_128x128.yaml")
+    assert config.load("unet-r34_synthetic_128x128.yaml")["data"]["path"] == "mine"
+
+
+def test_unknown_config_name_is_one_line_with_close_matches():
+    with pytest.raises(SegkitError, match=r"unknown config 'unet-r34_synthetc_128x128' \(did you mean unet-r34_synthetic_128x128") as err:
+        config.load("unet-r34_synthetc_128x128")
+    assert "\n" not in str(err.value)
+
+
+def test_bases_deep_merge_in_order_later_wins_and_the_file_wins_over_all(tmp_path):
+    (tmp_path / "base").mkdir()
+    _write(tmp_path / "base", "_base_: root.yaml\ntrain: {epochs: 5, batch_size: 2}\naugment: {scale: [1, 1]}\n", name="a.yaml")
+    _write(tmp_path / "base", "train: {epochs: 1, seed: 9}\ndata: {path: from-root, val: 3}\n", name="root.yaml")
+    _write(tmp_path / "base", "train: {epochs: 6}\naugment: {scale: [0.5, 2.0], hflip: 0.0}\n", name="b.yaml")
+    path = _write(tmp_path, "_base_: [base/a.yaml, base/b.yaml]\ndata: {path: mine}\ntrain: {batch_size: 4}\n", name="leaf.yaml")
+    expected = config.defaults()
+    expected["name"] = "leaf"
+    expected["data"].update(path="mine", val=3)
+    expected["train"].update(epochs=6, batch_size=4, seed=9)
+    expected["augment"].update(scale=[0.5, 2.0], hflip=0.0)
+    expected["model"]["encoder"] = "resnet34"  # a null encoder resolves to the model's default
+    assert config.load(path) == expected
+
+
+def test_a_dict_config_may_extend_base_files_relative_to_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, "data: {path: shared}\ntrain: {epochs: 2}\n", name="base.yaml")
+    cfg = config.load({"_base_": ["base.yaml"], "train": {"epochs": 3}})
+    assert (cfg["data"]["path"], cfg["train"]["epochs"]) == ("shared", 3)
+
+
+def test_base_cycles_and_missing_bases_are_one_line_errors_naming_the_file(tmp_path):
+    _write(tmp_path, "_base_: b.yaml\ndata: {path: x}\n", name="a.yaml")
+    _write(tmp_path, "_base_: [c.yaml]\n", name="b.yaml")
+    _write(tmp_path, "_base_: [a.yaml]\n", name="c.yaml")
+    with pytest.raises(SegkitError, match=r"a.yaml: _base_ files form a cycle \(a.yaml -> b.yaml -> c.yaml -> a.yaml\)") as err:
+        config.load(tmp_path / "a.yaml")
+    assert "\n" not in str(err.value)
+    missing = _write(tmp_path, "_base_: [nope/x.yaml]\ndata: {path: x}\n", name="d.yaml")
+    with pytest.raises(SegkitError, match=r"d.yaml: base file nope/x.yaml does not exist"):
+        config.load(missing)
+    bad = _write(tmp_path, "_base_: {a: 1}\ndata: {path: x}\n", name="e.yaml")
+    with pytest.raises(SegkitError, match=r"e.yaml: '_base_' must be a file name or a list of them"):
+        config.load(bad)
+
+
+def test_synthetic_data_needs_no_path_and_mixed_precision_takes_auto():
+    cfg = config.load({"data": {"format": "synthetic"}, "train": {"mixed_precision": "auto"}})
+    assert cfg["data"]["path"] is None and cfg["train"]["mixed_precision"] == "auto"
+    with pytest.raises(SegkitError, match=r"'train.mixed_precision' must be true, false or auto, got 'yes'"):
+        config.load({"data": {"path": "x"}, "train": {"mixed_precision": "yes"}})
+
+
+def test_segkit_configs_lists_every_shipped_config_with_what_it_is(capsys):
+    from segkit import cli
+
+    assert cli.main(["configs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in lines[: len(CONFIGS)]}
+    assert sorted(listed) == CONFIGS and "_base_" not in " ".join(listed)
+    assert listed["unet-r34_synthetic_128x128"].startswith("U-Net-R34 on the built-in synthetic city")

@@ -143,7 +143,7 @@ def test_progressive_training_feeds_each_stage_its_crop_and_validates_at_full_si
     built, crops = [], []
     monkeypatch.setattr(train_module, "build_model", lambda cfg, n, size: built.append(size) or tiny_model(cfg, n, size))
     make_loader = data.make_loader
-    monkeypatch.setattr(data, "make_loader", lambda *a, **kw: crops.append(kw["augment"] and kw["augment"].crop) or make_loader(*a, **kw))
+    monkeypatch.setattr(data, "make_loader", lambda *a, **kw: crops.append(kw.get("augment") and kw["augment"].crop) or make_loader(*a, **kw))
     cfg = tiny_config(dataset, train={"epochs": 3, "batch_size": 4, "progressive": [[1, [16, 16]], [3, [32, 32]]]})
     run = segkit.train(cfg, runs_dir=tmp_path, verbose=0)
     assert set(built) == {(None, None)}  # the crop check builds it once more
@@ -192,7 +192,7 @@ def test_bad_lever_values_are_one_line_errors(section, values, message):
     assert "\n" not in str(err.value)
 
 
-ABLATIONS = sorted((Path(__file__).resolve().parents[1] / "configs" / "ablations").glob("*.yaml"))
+ABLATIONS = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "ablations").glob("*.yaml"))
 
 
 def _flat(cfg) -> dict:

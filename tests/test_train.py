@@ -11,7 +11,9 @@ import pytest
 import segkit
 from segkit import data
 from segkit.errors import SegkitError
-from segkit.workflows import runs
+from segkit.models import batchnorm
+from segkit.workflows import config as config_lib
+from segkit.workflows import distribution, runs
 from segkit.workflows import train as train_module
 from training_support import brute_force_run_scores, prepared_synthetic, tiny_config, tiny_model
 
@@ -289,3 +291,79 @@ def test_time_budget_stops_mid_epoch_and_still_validates_and_saves_that_epoch(da
     _, miou, _ = brute_force_run_scores(run, dataset)
     assert json.loads((run.path / "metrics.json").read_text())["miou"] == pytest.approx(miou, abs=1e-12)
     assert history["val_miou"].iloc[0] == pytest.approx(run.metrics["miou"], abs=1e-5)
+
+
+def tiny_bn_model(cfg, num_classes, image_size):
+    """The stand-in with a BatchNormalization on raw 0..255 pixels: batch variances in the thousands, moving ones start at 1."""
+    inputs = keras.Input((*image_size, 3))
+    x = keras.layers.BatchNormalization()(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    logits = keras.layers.Conv2D(num_classes, 1, dtype="float32")(x)
+    return keras.Model(inputs, logits, name="tiny_bn")
+
+
+def test_precise_bn_gives_validation_the_statistics_of_the_training_data(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "build_model", tiny_bn_model)
+    pixel_mean = np.asarray(data.load_prepared(dataset).images, np.float64).mean(axis=(0, 1, 2))
+    val_loss, moving_mean = {}, {}
+    for batches in (0, 3):
+        run = _train(tiny_config(dataset, train={"epochs": 1, "precise_bn": batches}), tmp_path / str(batches))
+        val_loss[batches] = pd.read_csv(run.file("history.csv"))["val_loss"].iloc[-1]
+        bn = next(layer for layer in keras.saving.load_model(run.file(runs.BEST)).layers if "batch_normalization" in layer.name)
+        moving_mean[batches] = keras.ops.convert_to_numpy(bn.moving_mean)
+    # Three steps at momentum 0.99 leave the moving mean at 3 % of the pixel mean; re-estimated, it is the pixel mean
+    # of the training batches (12 of the 16 items), and the validation loss is lower.
+    assert np.all(moving_mean[0] < 0.1 * pixel_mean)
+    np.testing.assert_allclose(moving_mean[3], pixel_mean, rtol=0.1)
+    assert val_loss[3] < val_loss[0]
+
+
+@pytest.mark.parametrize("gpu, policy", [(None, "float32"), ("Tesla T4", "mixed_float16")])
+def test_mixed_precision_auto_is_on_only_with_a_gpu(dataset, stand_in, tmp_path, monkeypatch, gpu, policy):
+    seen = []
+    fit = train_module._fit
+    monkeypatch.setattr(distribution, "gpu_name", lambda: gpu)
+    monkeypatch.setattr(train_module, "_fit", lambda *args: (seen.append(keras.mixed_precision.dtype_policy().name), fit(*args))[1])
+    _train(tiny_config(dataset, train={"mixed_precision": "auto", "epochs": 1}), tmp_path)
+    assert seen == [policy] and keras.mixed_precision.dtype_policy().name == "float32"
+
+
+def test_a_shipped_synthetic_config_trains_as_it_is_in_an_empty_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tiny = {"data.count": 10, "data.size": [64, 64], "train.epochs": 1, "train.steps_per_epoch": 1,
+            "train.batch_size": 2, "train.precise_bn": 1}
+    run = _train("unet-r34_synthetic_128x128", "runs", overrides=tiny)
+    assert run.state["status"] == "finished" and run.metrics["num_val"] == 2
+    pairs = tmp_path / "data" / "prepared" / "synthetic-10-seed0"
+    assert sorted(p.name for p in pairs.glob("*.jpg")) == sorted(f"{i}.jpg" for i in range(1, 11))
+    reference = data.write_synthetic(tmp_path / "reference", 1, seed=0)[0]  # seeded: the same pairs as `segkit data synth`
+    assert (pairs / "1.jpg").read_bytes() == reference.read_bytes()
+    out = capsys.readouterr().out
+    assert "resolved config" in out and "  format: synthetic" in out and "  count: 10" in out
+    assert run.config == config_lib.load("unet-r34_synthetic_128x128", tiny)  # the run folder keeps the resolved config
+
+
+def test_find_finished_takes_the_newest_finished_run_of_that_config_with_those_values(tmp_path):
+    def make(name, size, status="finished", metrics=True):
+        run = runs.Run.create(tmp_path, config_lib.load({"name": name, "data": {"path": "x", "size": size}}))
+        run.write_state({**run.state, "status": status})
+        if metrics:
+            runs.write_json(run.file(runs.METRICS), {"miou": 0.5})
+        return run.path
+
+    small = make("cfg", [32, 32])
+    large = make("cfg", [64, 64])
+    make("cfg", [32, 32], status="created")  # newer, unfinished
+    make("cfg", [32, 32], metrics=False)  # stopped before its metrics were written
+    make("cfg-1000", [32, 32])  # another config whose name starts the same
+    (tmp_path / "cfg-damaged").mkdir()
+    assert runs.find_finished(tmp_path, "cfg").path == large
+    assert runs.find_finished(tmp_path, "cfg", {"data.size": [32, 32]}).path == small
+    assert runs.find_finished(tmp_path, "cfg", {"data.size": [16, 16]}) is None
+    assert runs.find_finished(tmp_path / "nothing-here", "cfg") is None
+
+
+def test_model_bn_momentum_reaches_every_batchnorm_layer():
+    cfg = config_lib.load({"data": {"path": "x"}, "model": {"encoder": "resnet18", "bn_momentum": 0.9}})
+    layers = batchnorm.batchnorm_layers(train_module.build_model(cfg, 3, (64, 64)))
+    assert len(layers) > 20 and {layer.momentum for layer in layers} == {0.9}

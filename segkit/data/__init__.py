@@ -6,7 +6,7 @@ from segkit.data.cache import PreparedDataset, format_summary, load_prepared, pr
 from segkit.data.download import download  # noqa: F401
 from segkit.data.palette import IGNORE_INDEX  # noqa: F401
 from segkit.data.readers import FORMATS, Reader, open_reader, read_image, read_index_mask  # noqa: F401
-from segkit.data.synth import synthetic_scene, write_synthetic  # noqa: F401
+from segkit.data.synth import synthetic_city, synthetic_scene, write_synthetic  # noqa: F401
 
 # The batch loader is a keras.utils.PyDataset, and importing Keras starts its backend (seconds with
 # TensorFlow): load it on first use so reading, preparing and generating data stay numpy + OpenCV only.

@@ -82,7 +82,8 @@ def download(name: str, out, *, url: str | None = None, sha256: str | None = Non
 def _download_into(partial: Path, url: str, expected: str | None, root_entries: tuple[str, ...]) -> None:
     """Fetches, checks and extracts the archive beside `partial` (a private scratch folder), then makes its root `partial`."""
     archive = partial.with_name("archive")
-    digest = files.download(url, archive, "sha256")
+    digest = files.download(url, archive, "sha256", progress=_progress)
+    print()  # ends the progress line
     print(f"sha256 {digest}  {url}")
     if expected is not None and digest != expected:
         raise SegkitError(f"{url}: SHA-256 is {digest}, expected {expected}; the download was deleted")
@@ -98,6 +99,17 @@ def _normalise_digest(digest: str | None) -> str | None:
     if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
         raise SegkitError(f"sha256 must be 64 hexadecimal digits, got {digest!r}")
     return digest
+
+
+def _progress(received: int, total: int | None, width: int = 30) -> None:
+    """One progress line, redrawn in place (a terminal and a notebook both honour the carriage return)."""
+    done = f"{received / 1e6:.1f} MB"
+    if not total:
+        print(f"\r  {done}", end="", flush=True)
+        return
+    share = min(received / total, 1.0)
+    bar = "#" * round(share * width)
+    print(f"\r  [{bar:<{width}}] {share:4.0%}  {done} of {total / 1e6:.1f} MB", end="", flush=True)
 
 
 def _extract(archive: Path, dest: Path, url: str) -> None:

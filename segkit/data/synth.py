@@ -14,7 +14,7 @@ from segkit import files
 from segkit.data.palette import IGNORE_INDEX, TRAIN_CLASSES, TRAIN_CLASS_COLORS
 from segkit.errors import SegkitError
 
-__all__ = ["synthetic_scene", "write_synthetic"]
+__all__ = ["synthetic_city", "synthetic_scene", "write_synthetic"]
 
 # Largest side of a scene: a few float32 layers of this size are held while rendering.
 MAX_SIDE = 4096
@@ -408,6 +408,21 @@ def write_synthetic(out, count: int, seed: int = 0, size: tuple[int, int] = (256
         (out / stale).unlink(missing_ok=True)
     _write_marker(out, names)
     return paths
+
+
+def synthetic_city(out, count: int, seed: int = 0) -> Path:
+    """`out` holding `count` pairs of seed `seed` (256x256 halves), generated on first use; an existing `out` is taken as it is.
+
+    The pairs are written into a temporary folder that is renamed into place: an interrupted run leaves no partial set.
+    """
+    out = Path(out)
+    if out.is_dir():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"generating the synthetic city ({count} pairs, seed {seed}) -> {out}")
+    with files.atomic_path(out) as partial:
+        write_synthetic(partial, count, seed=seed)
+    return out
 
 
 def _earlier_set(out: Path) -> list[str]:

@@ -14,9 +14,26 @@ import numpy as np
 import pandas as pd
 
 from segkit import files
+from segkit.models import batchnorm
 from segkit.workflows import runs
 
 MONITOR = "val_miou"  # best.keras is the model with the highest validation mIoU
+
+
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Before each validation (so also before the epoch's checkpoint and best.keras are saved), re-estimates the
+    BatchNorm moving statistics with the weights as they are now, from the input batches `batches_for(epoch)` yields."""
+
+    def __init__(self, batches_for):
+        super().__init__()
+        self.batches_for = batches_for
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_test_begin(self, logs=None):
+        batchnorm.reestimate_statistics(self.model, self.batches_for(self.epoch))
 
 
 class RunRecorder(keras.callbacks.Callback):

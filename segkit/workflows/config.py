@@ -1,8 +1,12 @@
 """Training configs: YAML files with a fixed set of keys, `--set key=value` overrides, one-line errors.
 
 A config has sections (`model`, `data`, `train`, `optimizer`, `loss`, `augment`); every key has
-a default except `data.path`. Misspelt or unknown keys and names are errors that list the valid
-ones, so a typo never silently falls back to a default.
+a default except `data.path` (which a synthetic dataset does without). Misspelt or unknown keys and
+names are errors that list the valid ones, so a typo never silently falls back to a default.
+
+A config file may extend base files (`_base_: [a.yaml, b.yaml]`, paths relative to the file, as in
+mmseg): they are deep-merged in order, later ones winning, and the file itself wins over them all.
+The configs segkit ships (segkit/configs/) are also found by name: `load("unet-r34_synthetic_128x128")`.
 """
 
 import copy
@@ -13,8 +17,13 @@ from pathlib import Path
 
 import yaml
 
-from segkit.data import FORMATS as DATA_FORMATS
+from segkit.data import FORMATS as READER_FORMATS
 from segkit.errors import SegkitError
+
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # package data: travels with the wheel
+BASE_KEY = "_base_"
+SYNTHETIC = "synthetic"  # data.format of the built-in synthetic city, generated on first use
+DATA_FORMATS = (*READER_FORMATS, SYNTHETIC)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "poly", "onecycle")
@@ -63,8 +72,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
                              "statistics catch up); null keeps the model's", nullable=True),
     },
     "data": {
-        "path": Field(None, _STR, "a prepared dataset (folder with manifest.json) or a raw dataset folder with data.format"),
-        "format": Field(None, _STR, "raw dataset format; prepared once into data.cache", DATA_FORMATS, nullable=True),
+        "path": Field(None, _STR, "a prepared dataset (folder with manifest.json) or a raw dataset folder with data.format; "
+                      "for data.format synthetic, where the pairs are generated (default: inside data.cache)", nullable=True),
+        "format": Field(None, _STR, "raw dataset format; prepared once into data.cache. synthetic: the built-in city, "
+                        "generated on first use", DATA_FORMATS, nullable=True),
+        "count": Field(160, _INT, "synthetic pairs to generate (data.format synthetic)"),
+        "seed": Field(0, _INT, "seed of the synthetic city (data.format synthetic); the same seed gives the same pairs"),
         "split": Field(None, _STR, "split to read from a raw layout with several (train, val, test)", nullable=True),
         "classes": Field("train", _STR, "'train', 'all' or a classes file (folder format), as in `segkit data prepare`"),
         "size": Field(None, _LIST, "input size [H, W]; raw data is prepared at it, prepared data must have it", nullable=True),
@@ -80,7 +93,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "steps_per_epoch": Field(None, _INT, "cap on training steps per epoch", nullable=True),
         "max_minutes": Field(None, _FLOAT, "time budget: training stops after the step that reaches it; that last, partial epoch is validated and saved", nullable=True),
         "seed": Field(0, _INT, "seed for weights, split, shuffling and augmentation"),
-        "mixed_precision": Field(False, _BOOL, "mixed_float16 compute (logits stay float32)"),
+        "precise_bn": Field(10, _INT, "training batches (un-augmented) from which BatchNorm statistics are re-estimated "
+                            "before each validation and save; 0 keeps the moving averages (stale on short runs)"),
+        "mixed_precision": Field(False, (bool, str), "mixed_float16 compute (logits stay float32); auto: on a GPU only"),
         "jit_compile": Field("auto", (str, bool), "XLA compilation of the train step: auto (Keras decides), true or false"),
         "threads": Field(None, _INT, "CPU threads of each TensorFlow op (intra-op; inter-op gets 1); null: all cores. "
                          "Applied only while TensorFlow has not started, i.e. in a fresh process", nullable=True),
@@ -118,7 +133,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
 }
 TOP_LEVEL = ("name",) + tuple(SCHEMA)
-REQUIRED = ("data.path",)
+REQUIRED = ("data.path",)  # data.path may be left out when data.format is synthetic
 
 
 def defaults() -> dict:
@@ -127,12 +142,16 @@ def defaults() -> dict:
 
 
 def load(source, overrides=None) -> dict:
-    """Reads a YAML file (or takes a dict), applies `overrides` ({"train.epochs": 3} or ["train.epochs=3"]), validates.
+    """Reads a config (a YAML path, the name of a shipped config, or a dict), resolves its `_base_` files,
+    applies `overrides` ({"train.epochs": 3} or ["train.epochs=3"]) and validates.
 
-    Returns the resolved config: every key present, `name` set (file stem when not given).
+    Returns the resolved config: every key present, no `_base_`, `name` set (file stem when not given).
     """
-    where = str(source) if not isinstance(source, dict) else "config"
-    raw = _read_yaml(Path(source)) if not isinstance(source, dict) else copy.deepcopy(source)
+    if isinstance(source, dict):
+        where, raw = "config", _resolve_bases(copy.deepcopy(source), Path.cwd(), ())
+    else:
+        source = find(source)
+        where, raw = str(source), _read_resolved(source, ())
     config = defaults()
     _merge(config, raw, where)
     for key, value in _parse_overrides(overrides).items():
@@ -141,6 +160,34 @@ def load(source, overrides=None) -> dict:
         config["name"] = Path(source).stem if not isinstance(source, dict) else "run"
     validate(config, where)
     return config
+
+
+def find(source) -> Path:
+    """The config file `source` names: an existing path, else the shipped config of that name (with or without .yaml)."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".yaml")
+    if path.name == str(source) and (SHIPPED / f"{name}.yaml").is_file():
+        return SHIPPED / f"{name}.yaml"
+    if path.name != str(source) or path.suffix:  # looks like a path: say which file is missing
+        raise SegkitError(f"config file {path} does not exist")
+    close = difflib.get_close_matches(name, shipped(), n=3, cutoff=0.5)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise SegkitError(f"unknown config {name!r}{hint}: give a YAML path or a shipped name (`segkit configs` lists them)")
+
+
+def shipped() -> list[str]:
+    """Names of the configs segkit ships, sorted."""
+    return sorted(path.stem for path in SHIPPED.glob("*.yaml"))
+
+
+def describe(name: str) -> str:
+    """What a shipped config is: the first line of its leading comment."""
+    for line in (SHIPPED / f"{name}.yaml").read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
 
 
 def dump(config: dict) -> str:
@@ -163,7 +210,7 @@ def validate(config: dict, where: str = "config") -> None:
     """Checks types, choices and required keys; raises SegkitError naming the first bad key."""
     for key in REQUIRED:
         section, name = key.split(".")
-        if config[section][name] is None:
+        if config[section][name] is None and config["data"]["format"] != SYNTHETIC:
             raise SegkitError(f"{where}: missing required key '{key}' ({SCHEMA[section][name].help})")
     if not isinstance(config["name"], str) or not config["name"]:
         raise SegkitError(f"{where}: 'name' must be a non-empty string, got {config['name']!r}")
@@ -182,6 +229,39 @@ def _parse_overrides(overrides) -> dict:
     if isinstance(overrides, dict):
         return dict(overrides)
     return dict(parse_override(item) for item in overrides)
+
+
+def _read_resolved(path: Path, chain: tuple) -> dict:
+    """The raw mapping of a config file with its base files merged in (`chain`: the files extending it, for cycles)."""
+    key = path.resolve()
+    if key in chain:
+        cycle = " -> ".join(p.name for p in (*chain[chain.index(key):], key))
+        raise SegkitError(f"config file {path}: {BASE_KEY} files form a cycle ({cycle})")
+    return _resolve_bases(_read_yaml(path), path.parent, (*chain, key), where=path)
+
+
+def _resolve_bases(raw: dict, folder: Path, chain: tuple, where="config") -> dict:
+    bases = raw.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise SegkitError(f"{where}: '{BASE_KEY}' must be a file name or a list of them, got {bases!r}")
+    merged = {}
+    for base in bases:
+        path = folder / base
+        if not path.is_file():
+            raise SegkitError(f"{where}: base file {base} does not exist (looked for {path})")
+        merged = _deep_merge(merged, _read_resolved(path, chain))
+    return _deep_merge(merged, raw)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    """`update` over `base`: mappings merge key by key, anything else (lists too) is replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        both_maps = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _deep_merge(merged[key], value) if both_maps else copy.deepcopy(value)
+    return merged
 
 
 def _read_yaml(path: Path) -> dict:
@@ -276,6 +356,12 @@ def _check_ranges(config: dict, where: str) -> None:
     if train["max_minutes"] is not None and train["distribution"] == "multi_worker_mirrored":
         raise SegkitError(f"{where}: 'train.max_minutes' cannot be used with train.distribution=multi_worker_mirrored: "
                           "each worker's clock would stop it at a different step; limit train.epochs instead")
+    if isinstance(train["mixed_precision"], str) and train["mixed_precision"] != "auto":
+        raise SegkitError(f"{where}: 'train.mixed_precision' must be true, false or auto, got {train['mixed_precision']!r}")
+    if train["precise_bn"] < 0:
+        raise SegkitError(f"{where}: 'train.precise_bn' must be >= 0, got {train['precise_bn']!r}")
+    if data["count"] < 1:
+        raise SegkitError(f"{where}: 'data.count' must be > 0, got {data['count']!r}")
     _check_levers(config, where)
     _resolve_encoder(config["model"], where)
     if config["model"]["aux_head"] and config["model"]["name"] != "pspnet":

@@ -1,7 +1,8 @@
 """From a config's `data` section to prepared datasets and the train / validation indices into them.
 
 A raw dataset folder is prepared once (decoded, colour-mapped, resized) into `data.cache` and
-reused by later runs; a prepared folder (one with manifest.json) is read as is.
+reused by later runs; a prepared folder (one with manifest.json) is read as is. The synthetic city
+(data.format synthetic) is generated on first use, then prepared like any raw Cityscapes-pairs folder.
 """
 
 import hashlib
@@ -12,6 +13,7 @@ import numpy as np
 
 from segkit import data as data_lib
 from segkit.errors import SegkitError
+from segkit.workflows.config import SYNTHETIC
 
 
 @dataclass
@@ -70,7 +72,7 @@ def open_dataset(path, *, format=None, split=None, classes="train", size=None, c
 
 def training_data(config: dict) -> TrainingData:
     """The train and validation splits a config asks for, with classes checked to agree."""
-    spec = config["data"]
+    spec = _with_synthetic_pairs(config["data"])
     common = {"format": spec["format"], "classes": spec["classes"], "size": spec["size"], "cache": spec["cache"]}
     dataset, path = open_dataset(spec["path"], split=spec["split"], **common)
     items = np.arange(_count(dataset) if spec["limit"] is None else min(spec["limit"], _count(dataset)))
@@ -92,6 +94,15 @@ def training_data(config: dict) -> TrainingData:
         if len(part) == 0:
             raise SegkitError(f"the {name} split of {part.path} is empty; check data.val and data.limit")
     return TrainingData(train, val, list(dataset.classes), np.asarray(dataset.colors, dtype=np.uint8))
+
+
+def _with_synthetic_pairs(spec: dict) -> dict:
+    """The data section with a synthetic city replaced by the Cityscapes-pairs folder it is generated into."""
+    if spec["format"] != SYNTHETIC:
+        return spec
+    folder = spec["path"] or Path(spec["cache"]) / f"synthetic-{spec['count']}-seed{spec['seed']}"
+    pairs = data_lib.synthetic_city(folder, spec["count"], seed=spec["seed"])
+    return {**spec, "path": str(pairs), "format": "cityscapes-pairs"}
 
 
 def class_pixel_share(split: Split, num_classes: int) -> np.ndarray:

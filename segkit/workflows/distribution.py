@@ -21,6 +21,26 @@ NEEDS_BACKEND = {"mirrored": "tensorflow", "multi_worker_mirrored": "tensorflow"
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}'
 
 
+def gpu_name() -> str | None:
+    """The first GPU the active Keras backend can use (its model name where the backend tells it), or None."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name) if gpus else None
+    if backend == "jax":
+        import jax
+
+        gpus = [device for device in jax.devices() if device.platform == "gpu"]
+        return gpus[0].device_kind if gpus else None
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return None
+
+
 @contextlib.contextmanager
 def scope(kind: str):
     """Build and compile the model inside this context; yields the number of replicas."""

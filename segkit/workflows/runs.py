@@ -33,6 +33,29 @@ def write_json(path, obj) -> None:
     files.write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
 
 
+def find_finished(runs_dir, config_name: str, overrides: dict | None = None) -> "Run | None":
+    """The newest finished run of config `config_name` in `runs_dir` (training done, metrics written), or None.
+
+    overrides: {"data.size": [128, 128], ...}: values the run's config must also have, so that, say, a smoke
+    run is not taken for a full one. Folders that are not readable run folders are passed over.
+    """
+    for path in sorted(Path(runs_dir).glob(f"{config_name}-*"), key=lambda p: p.name, reverse=True):
+        try:
+            run = Run.open(path)
+            cfg = run.config
+            done = run.state["status"] == "finished" and (path / METRICS).is_file()
+        except SegkitError:
+            continue
+        if done and cfg["name"] == config_name and all(_value(cfg, key) == value for key, value in (overrides or {}).items()):
+            return run
+    return None
+
+
+def _value(config: dict, key: str):
+    section, _, name = key.partition(".")
+    return config[section][name] if name else config[section]
+
+
 class Run:
     """A run folder on disk. `Run.create` starts one, `Run.open` checks an existing one."""
 

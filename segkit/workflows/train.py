@@ -5,19 +5,22 @@ import importlib.util
 import shutil
 
 import keras
+import numpy as np
 
 from segkit import data as data_lib
 from segkit import losses, metrics, models
 from segkit.errors import SegkitError, first_line
+from segkit.models import batchnorm
 from segkit.workflows import config as config_lib
 from segkit.workflows import datasets, distribution, optim, run_report, runs
-from segkit.workflows.callbacks import EmaWeights, RunRecorder
+from segkit.workflows.callbacks import EmaWeights, PreciseBatchNorm, RunRecorder
 
 
 def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto") -> runs.Run:
     """Trains the model a config describes and returns its run folder.
 
-    config: a YAML path or a dict (see configs/); overrides: {"train.epochs": 3} or ["train.epochs=3"].
+    config: a YAML path, the name of a shipped config (`segkit configs` lists them) or a dict;
+    overrides: {"train.epochs": 3} or ["train.epochs=3"].
     resume: a run folder to continue from its last checkpoint (then config and overrides must be None).
     With train.distribution=multi_worker_mirrored every worker makes the same call with its own TF_CONFIG;
     only the chief writes to runs_dir (or resume), the others to a temporary folder removed before returning.
@@ -48,9 +51,11 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
 
 def _train_in(open_run, cfg, data, verbose) -> runs.Run:
     set_threads(cfg["train"]["threads"])
+    print(f"resolved config ({runs.CONFIG} in the run folder):")
+    print(config_lib.dump(cfg).rstrip())
     keras.utils.set_random_seed(cfg["train"]["seed"])
     policy = keras.mixed_precision.dtype_policy()
-    if cfg["train"]["mixed_precision"]:
+    if _mixed_precision(cfg["train"]["mixed_precision"]):
         keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:
         run = _fit(cfg, open_run, data, verbose)
@@ -59,6 +64,15 @@ def _train_in(open_run, cfg, data, verbose) -> runs.Run:
     run_report.finish_run(run, data, batch_size=cfg["train"]["batch_size"])
     print(f"run folder: {run.path}")
     return run
+
+
+def _mixed_precision(setting) -> bool:
+    """train.mixed_precision: true/false as given; auto: on when a GPU is found (float16 only pays off there)."""
+    if setting != "auto":
+        return setting
+    gpu = distribution.gpu_name()
+    print(f"mixed precision (auto): {'on, GPU ' + gpu if gpu else 'off, no GPU found'}")
+    return gpu is not None
 
 
 def _fit(cfg, open_run, data, verbose) -> runs.Run:
@@ -100,7 +114,8 @@ def _fit(cfg, open_run, data, verbose) -> runs.Run:
                 validation_data=_EpochSteps(val_loader, len(val_loader), aux=aux),
                 epochs=last,
                 initial_epoch=first,
-                callbacks=[*ema, recorder, *_tensorboard(run)],
+                # EMA swaps its weights in before precise BN re-estimates the statistics for them.
+                callbacks=[*ema, *_precise_bn(cfg, data.train), recorder, *_tensorboard(run)],
                 shuffle=False,  # the loader shuffles from (seed, epoch); Keras' own batch shuffle would not survive a resume
                 verbose=verbose,
             )
@@ -168,17 +183,8 @@ def build_model(cfg: dict, num_classes: int, image_size) -> keras.Model:
     model = models.build(spec["name"], encoder=spec["encoder"], num_classes=num_classes,
                          input_shape=(*image_size, 3), encoder_weights=spec["encoder_weights"], **options)
     if spec["bn_momentum"] is not None:
-        for layer in _all_layers(model):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = spec["bn_momentum"]
+        batchnorm.set_momentum(model, spec["bn_momentum"])
     return model
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def _compile(model, cfg, data, total_steps) -> None:
@@ -242,6 +248,20 @@ class _EpochSteps(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.epoch += 1
+
+
+def _precise_bn(cfg, split) -> list:
+    """The callback that re-estimates BatchNorm statistics before each validation, from un-augmented training batches."""
+    count, size, seed = cfg["train"]["precise_bn"], cfg["train"]["batch_size"], cfg["train"]["seed"]
+    if not count:
+        return []
+
+    def batches_for(epoch):  # drawn from (seed, epoch): a resumed run re-estimates from the batches an uninterrupted one would
+        picks = np.random.default_rng([seed, epoch]).permutation(split.indices)[: count * size]
+        loader = data_lib.make_loader(split.dataset.images, split.dataset.masks, picks, size, shuffle=False)
+        return (loader[i][0] for i in range(len(loader)))
+
+    return [PreciseBatchNorm(batches_for)]
 
 
 def _tensorboard(run) -> list:

@@ -1,0 +1,132 @@
+"""segkit.notebook.setup: dataset download from a local server, accelerator line, Google Drive via a stand-in
+google.colab package, CI's smoke parameters."""
+
+import importlib
+import io
+import sys
+import tarfile
+
+import keras
+import pytest
+
+from support import serve_folder
+from segkit import notebook
+from segkit.errors import SegkitError
+from segkit.workflows import distribution
+
+download_module = importlib.import_module("segkit.data.download")  # segkit.data.download is the function
+ENV_KEYS = ("SEGKIT_NB_DATA", "SEGKIT_NB_CAMVID", "SEGKIT_NB_RUNS", "SEGKIT_NB_ENCODER_WEIGHTS", *notebook.SMOKE)
+FILES = {"cityscapes/train/1.jpg": b"a" * 3000, "cityscapes/val/1.jpg": b"b" * 3000}
+
+STAND_IN_DRIVE = '''
+from pathlib import Path
+
+mounted = []
+
+
+def mount(path):
+    mounted.append(path)
+    (Path(path) / "MyDrive").mkdir(parents=True, exist_ok=True)
+'''
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for key in ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(distribution, "gpu_name", lambda: None)
+
+
+@pytest.fixture
+def colab(tmp_path, monkeypatch):
+    """A stand-in google.colab on sys.path (google stays a namespace package, so google.protobuf still imports)."""
+    package = tmp_path / "fake-colab" / "google" / "colab"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "drive.py").write_text(STAND_IN_DRIVE)
+    monkeypatch.syspath_prepend(str(tmp_path / "fake-colab"))
+    monkeypatch.setattr(notebook, "DRIVE_MOUNT", tmp_path / "content" / "drive")
+    yield notebook.DRIVE_MOUNT
+    for name in ("google.colab.drive", "google.colab"):
+        sys.modules.pop(name, None)
+
+
+def test_downloads_the_dataset_with_a_progress_bar_and_says_cpu_only(tmp_path, monkeypatch, capsys):
+    www = tmp_path / "www"
+    www.mkdir()
+    with tarfile.open(www / "cityscapes.tar.gz", "w:gz") as tar:
+        for name, data in FILES.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with serve_folder(www) as base:
+        archive = download_module.Archive(f"{base}/cityscapes.tar.gz", None, ("train", "val"))
+        monkeypatch.setitem(download_module.DATASETS, "cityscapes-pairs", archive)
+        env = notebook.setup("cityscapes-pairs", runs="my-runs", cpu_minutes=42)
+    out = capsys.readouterr().out
+    assert env.data == tmp_path / "data" / "cityscapes-pairs" and (env.data / "val" / "1.jpg").read_bytes() == b"b" * 3000
+    assert f"[{'#' * 30}] 100%" in out
+    assert "CPU only: this will be slow (about 42 minutes for this notebook's full run)" in out
+    assert env.gpu is None and env.smoke is False and env.runs.is_dir() and env.runs.name == "my-runs"
+    assert env.overrides() == {"data.path": str(env.data), "data.val_split": "val"}
+
+
+def test_on_a_gpu_it_names_it_and_turns_on_mixed_precision(monkeypatch, capsys):
+    monkeypatch.setattr(distribution, "gpu_name", lambda: "Tesla T4")
+    before = keras.mixed_precision.dtype_policy()
+    try:
+        env = notebook.setup(None)
+        assert keras.mixed_precision.dtype_policy().name == "mixed_float16"
+    finally:
+        keras.mixed_precision.set_dtype_policy(before)
+    assert env.gpu == "Tesla T4" and "GPU: Tesla T4" in capsys.readouterr().out and env.data is None
+
+
+def test_drive_mounts_google_drive_and_puts_run_folders_there(colab):
+    env = notebook.setup(None, runs="runs", drive=True)
+    from google.colab import drive
+
+    assert drive.mounted == [str(colab)]
+    assert env.runs == colab / "MyDrive" / "segkit" / "runs" and env.runs.is_dir()
+
+
+def test_drive_outside_colab_is_a_one_line_error():
+    with pytest.raises(SegkitError, match="drive=True needs Google Colab"):
+        notebook.setup(None, drive=True)
+
+
+def test_smoke_parameters_come_from_the_environment_and_shrink_the_overrides(tmp_path, monkeypatch):
+    camvid = tmp_path / "camvid"
+    (camvid / "val").mkdir(parents=True)
+    monkeypatch.setenv("SEGKIT_NB_CAMVID", str(camvid))
+    monkeypatch.setenv("SEGKIT_NB_SIZE", "128")
+    monkeypatch.setenv("SEGKIT_NB_EPOCHS", "2")
+    monkeypatch.setenv("SEGKIT_NB_ENCODER_WEIGHTS", "none")
+    monkeypatch.setenv("SEGKIT_NB_RUNS", str(tmp_path / "ci-runs"))
+    env = notebook.setup("camvid")
+    assert env.smoke and env.data == camvid and env.runs == tmp_path / "ci-runs"
+    assert env.overrides(**{"train.seed": 3}) == {
+        "data.path": str(camvid), "data.val_split": "val", "data.size": [128, 160], "train.epochs": 2,
+        "model.encoder_weights": None, "train.seed": 3}
+    assert notebook.setup("camvid", smoke=False).overrides() == {"data.path": str(camvid), "data.val_split": "val"}
+
+
+def test_smoke_true_uses_the_ci_values_and_synthetic_data_is_generated_once(monkeypatch):
+    monkeypatch.setattr(notebook, "SYNTHETIC_COUNT", 3)
+    env = notebook.setup("synthetic", smoke=True)
+    assert sorted(p.name for p in env.data.glob("*.jpg")) == ["1.jpg", "2.jpg", "3.jpg"]
+    assert env.params == {"size": 128, "epochs": 2, "subset": 24, "batch": 4, "encoder_weights": "none"}
+    assert env.overrides()["data.size"] == [128, 128] and "data.val_split" not in env.overrides()
+
+
+@pytest.mark.parametrize("dataset, env_value, message", [
+    ("mnist", None, "unknown dataset 'mnist' for setup"),
+    ("cityscapes-pairs", "SEGKIT_NB_SIZE=big", "SEGKIT_NB_SIZE='big': expected a positive whole number"),
+    ("cityscapes-pairs", "SEGKIT_NB_DATA=/no/such/folder", "SEGKIT_NB_DATA=/no/such/folder: no such folder"),
+])
+def test_bad_arguments_are_one_line_errors(monkeypatch, dataset, env_value, message):
+    if env_value:
+        monkeypatch.setenv(*env_value.split("=", 1))
+    with pytest.raises(SegkitError, match=message):
+        notebook.setup(dataset)
