@@ -49,11 +49,11 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     figures = {
         "class_iou.png": viz.plot_class_iou({e["name"]: per_class[e["name"]].to_numpy() for e in entries}, classes),
         "learning_curves.png": viz.plot_learning_curves({e["name"]: e["history"] for e in entries}),
-        "qualitative.png": viz.sample_grid(images, truth, colors, predictions=predicted, panel_size=2.2),
+        "qualitative.png": viz.sample_grid(images, truth, colors, classes, predictions=predicted, panel_size=2.2),
     }
     for entry in entries:
         cm = np.asarray(entry["metrics"]["confusion_matrix"], dtype=np.int64)
-        figures[f"confusion_{entry['name']}.png"] = viz.plot_confusion(cm, classes)
+        figures[f"confusion_{entry['name']}.png"] = viz.plot_confusion(cm, classes, title=entry["name"])
     for name, fig in figures.items():
         report.save_figure(fig, out / name)
     text = _markdown(entries, table, per_class, figures, split, same_items)
@@ -70,7 +70,7 @@ def _load(path) -> dict:
     model, _ = loading.load_model(run.path)
     return {
         "run": run,
-        "name": run.config["name"],
+        "name": runs.run_name(run.config),
         "config": run.config,
         "model": model,
         "metrics": run.metrics,

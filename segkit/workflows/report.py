@@ -34,7 +34,7 @@ def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
     table = metrics.report(cm, data.classes)
     runs.write_text(run.file(runs.PER_CLASS), table.to_csv(float_format="%.6f"))
     save_figure(viz.plot_learning_curves(pd.DataFrame(state["history"]), title=run.path.name), run.figure_path("learning_curves.png"))
-    save_figure(viz.plot_confusion(cm, data.classes), run.figure_path("confusion.png"))
+    save_figure(viz.plot_confusion(cm, data.classes, title=run.path.name), run.figure_path("confusion.png"))
     images, truth, predicted = predicted_samples(val, {"prediction": model})
     grid = viz.sample_grid(images, truth, data.colors, data.classes, predictions=predicted)
     save_figure(grid, run.figure_path("val_predictions.png"))
