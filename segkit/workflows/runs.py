@@ -11,10 +11,13 @@ Layout of `runs/<config-name>-<timestamp>/`:
 
 import contextlib
 import json
+import math
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from segkit.errors import SegkitError
@@ -28,6 +31,16 @@ HISTORY = "history.csv"
 METRICS = "metrics.json"
 PER_CLASS = "per_class.csv"
 FIGURES = "figures"
+MIN_LOSS_FALL = 0.02  # the last epoch's training loss must be at least 2% below the first's: noise is not learning
+_SIZE_SUFFIX = re.compile(r"_\d+x\d+$")  # configs are named <model>_<data>_<H>x<W>
+
+
+def run_name(config: dict) -> str:
+    """The config's name with its _HxW suffix set to the size actually trained (data.size overridden in a smoke run)."""
+    size = config["data"]["size"]
+    if size is None or not _SIZE_SUFFIX.search(config["name"]):
+        return config["name"]
+    return _SIZE_SUFFIX.sub(f"_{size[0]}x{size[1]}", config["name"])
 
 
 @contextlib.contextmanager
@@ -63,7 +76,7 @@ class Run:
         runs_dir = Path(runs_dir)
         runs_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(100):
-            path = runs_dir / f"{config['name']}-{stamp}{f'-{attempt}' if attempt else ''}"
+            path = runs_dir / f"{run_name(config)}-{stamp}{f'-{attempt}' if attempt else ''}"
             try:
                 path.mkdir()
                 break
@@ -143,3 +156,36 @@ class Run:
             raise SegkitError(f"{self.path} is not a finished segkit run folder (no {name})") from None
         except (OSError, ValueError) as err:
             raise SegkitError(f"{self.path / name} is unreadable: {err}") from None
+
+
+def learning_check(run: "Run") -> str:
+    """Raises SegkitError unless a finished run learnt something; returns the one-line evidence when it did.
+
+    Learnt means: every validation loss is finite, the training loss of the last epoch is at least
+    MIN_LOSS_FALL below the first's (so at least two epochs), and the validation mIoU of best.keras beats
+    the majority-class baseline (every pixel predicted as the most frequent true class).
+    """
+    history = run.state["history"]
+    if len(history) < 2:
+        raise SegkitError(f"learning check of {run.path}: needs at least 2 finished epochs, found {len(history)}")
+    bad = [row["epoch"] for row in history if not math.isfinite(row.get("val_loss", math.nan))]
+    if bad:
+        raise SegkitError(f"learning check of {run.path}: validation loss is not finite in epoch(s) {bad}")
+    first, last = history[0]["loss"], history[-1]["loss"]
+    if not last <= (1 - MIN_LOSS_FALL) * first:
+        raise SegkitError(f"learning check of {run.path}: training loss did not fall ({first:.4g} -> {last:.4g})")
+    miou, baseline = run.metrics["miou"], majority_baseline(run.metrics["confusion_matrix"])
+    if not miou > baseline:
+        raise SegkitError(f"learning check of {run.path}: validation mIoU {miou:.4f} is not above the "
+                          f"majority-class baseline {baseline:.4f}")
+    return (f"learnt: validation loss finite, training loss {first:.4g} -> {last:.4g}, "
+            f"mIoU {miou:.4f} > majority-class baseline {baseline:.4f}")
+
+
+def majority_baseline(confusion_matrix) -> float:
+    """mIoU of predicting the most frequent true class everywhere, on the pixels of a confusion matrix.
+
+    That class scores its pixel share (its union is every pixel), every other class present scores 0.
+    """
+    truth = np.asarray(confusion_matrix, dtype=np.int64).sum(axis=1)
+    return float(truth.max() / truth.sum() / np.count_nonzero(truth))
