@@ -29,3 +29,16 @@ def test_spans_decades_by_hand():
     assert not spans_decades([0.0, 1000.0])  # zero cannot go on a log axis
     assert not spans_decades([np.nan, 5.0])
     assert spans_decades([np.inf, 0.01, 50.0])
+
+
+def test_pyramid_bins_figure_draws_each_grid_with_its_bin_edges():
+    from segkit.viz import plot_pyramid_bins
+
+    features = np.arange(35.0).reshape(5, 7)
+    pooled = {1: (np.ones((1, 1)), [0], [0]), 2: (np.ones((2, 2)), [0, 2], [0, 3]), 3: (np.ones((3, 3)), [0, 1, 3], [0, 2, 4])}
+    fig = plot_pyramid_bins(np.zeros((40, 56, 3), np.uint8), {"features": features, "channels": 64, "pooled": pooled})
+    assert [ax.get_title() for ax in fig.axes[2:]] == ["1x1 bins", "2x2 bins", "3x3 bins"]
+    assert "7x5x64" in fig.axes[1].get_title()
+    edges = [sorted(line.get_xydata()[0, 1] if line.get_xydata()[0, 0] == 0 else line.get_xydata()[0, 0] for line in ax.lines)
+             for ax in fig.axes[2:]]
+    assert edges == [[], [2, 3], [1, 2, 3, 4]]
