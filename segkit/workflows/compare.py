@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segkit import data as data_lib
 from segkit import models, viz
 from segkit.errors import SegkitError
-from segkit.workflows import datasets, evaluate, loading, report, runs
+from segkit.workflows import evaluate, loading, report, runs
 
 LATENCY_REPEATS = 5
 
@@ -30,7 +29,7 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     entries = [_load(path) for path in run_dirs]
     _name_uniquely(entries)
     _check_same_classes(entries)
-    split = _validation_split(entries[0])
+    split = report.validation_split(entries[0]["run"])
     same_items = all(_same_validation(entries[0], entry) for entry in entries)
     for entry in entries:
         if not same_items:
@@ -95,13 +94,6 @@ def _check_same_classes(entries) -> None:
         if entry["classes"] != first["classes"]:
             raise SegkitError(f"runs {first['run'].path} and {entry['run'].path} predict different classes; "
                               "compare needs runs on the same classes")
-
-
-def _validation_split(entry) -> datasets.Split:
-    val = entry["dataset"]["val"]
-    if not Path(val["path"]).is_dir():
-        raise SegkitError(f"validation data {val['path']} of run {entry['run'].path} is gone; prepare it again")
-    return datasets.Split(data_lib.load_prepared(val["path"]), np.asarray(val["indices"]), Path(val["path"]))
 
 
 def _same_validation(first, entry) -> bool:
