@@ -10,8 +10,8 @@ __all__ = ["plot_confusion", "plot_class_iou", "format_scores"]
 
 # Beyond this many classes the per-cell numbers become unreadable; the colours still tell.
 _MAX_ANNOTATED_CLASSES = 20
-_CELL_INCHES = 0.5  # room for a two-digit percentage at _CELL_FONTSIZE
-_CELL_FONTSIZE = 8
+_CELL_INCHES = 0.55  # room for a two-digit percentage at _CELL_FONTSIZE
+_CELL_FONTSIZE = 10
 
 
 def plot_confusion(cm, class_names, normalize=True, title=None):
