@@ -4,6 +4,7 @@ notebook's install cell pointed at that wheel."""
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -60,15 +61,17 @@ def test_the_wheel_runs_notebook_02_in_a_colab_like_kernel_from_an_empty_folder(
     data.write_synthetic(city / "train", count=24, seed=0)
     work = tmp_path / "empty"
     work.mkdir()
+    shutil.copy(NOTEBOOK, work)  # the kernel starts in the notebook's folder: this one, holding nothing else
 
     env = {**os.environ, **SMOKE, "SEGKIT_NB_DATA": str(city), "SEGKIT_NB_RUNS": "runs", "PIP_NO_INDEX": "1",
            "SEGKIT_INSTALL": str(wheel), "PYTHONPATH": str(tmp_path / "colab"), "JUPYTER_PATH": str(tmp_path / "jupyter")}
-    result = subprocess.run([python, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--output-dir", work,
-                             "--ExecutePreprocessor.kernel_name=venv", "--ExecutePreprocessor.timeout=900", NOTEBOOK],
+    result = subprocess.run([python, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
+                             "--ExecutePreprocessor.kernel_name=venv", "--ExecutePreprocessor.timeout=900", NOTEBOOK.name],
                             cwd=work, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     executed = nbformat.read(work / NOTEBOOK.name, as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "you may need to restart the kernel" in printed  # the install cell's %pip ran: the kernel looked like Colab's
     assert "learnt:" in printed  # the learning check ran and passed
-    assert list((work / "runs").glob("unet-r34_cityscapes-pairs_64x64-*/metrics.json"))
+    assert list((work / "runs").glob("unet-r34_cityscapes-pairs_64x64-*/metrics.json"))  # written where the user works
+    assert (work / "data" / "prepared").is_dir()
