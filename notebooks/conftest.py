@@ -1,9 +1,10 @@
-"""Smoke parameters for the notebooks under nbval: small data, small images, one or two short epochs.
+"""Smoke parameters for the notebooks under nbval: the built-in synthetic city, small images, two short epochs.
 
-Each notebook's first code cell reads its parameters from SEGKIT_NB_* environment variables (with
-defaults for a real run); the kernels nbval starts inherit this process's environment, so setting
-them here, before collection, turns every notebook into a CPU-sized smoke run. Values already set
-in the environment win (os.environ.setdefault).
+segkit.notebook.setup() reads SEGKIT_NB_* environment variables (without them a notebook makes a
+real run); the kernels nbval starts inherit this process's environment, so setting them here, before
+collection, turns every notebook into a CPU-sized smoke run. Values already set in the environment
+win (os.environ.setdefault). The kernels import the installed segkit (pip install -e . in a checkout),
+as a Colab user's would: nothing here puts the checkout on their path.
 """
 
 import os
@@ -21,13 +22,8 @@ SMOKE_RUNS = REPO / "runs" / "notebooks-smoke"
 ON_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def _cityscapes_pairs() -> Path:
-    """The real pairs slice when this machine has it, else (not under CI=true) a small seeded synthetic city (written once)."""
-    real = SHARED_DATA / "cityscapes_pairs"
-    if real.is_dir():
-        return real
-    if ON_CI:
-        raise RuntimeError(f"real data slice {real} not found, and CI=true runs must have it (no synthetic fallback on CI)")
+def _synthetic_city() -> Path:
+    """A small seeded synthetic city in the pairs layout (written once): learning on it is checked by 02 and 03."""
     if len(list((SYNTHETIC / "train").glob("*.jpg"))) < SYNTHETIC_COUNT:
         from segkit.data import write_synthetic
 
@@ -48,10 +44,8 @@ _SMOKE = {
 }
 for _key, _value in _SMOKE.items():
     os.environ.setdefault(_key, _value)
-# Kernels start in notebooks/; this lets them import segkit from the checkout without installing it.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 if "SEGKIT_NB_DATA" not in os.environ:
-    os.environ["SEGKIT_NB_DATA"] = str(_cityscapes_pairs())
+    os.environ["SEGKIT_NB_DATA"] = str(_synthetic_city())
 # Smoke runs are throwaway (about 200 MB of checkpoints each): every session starts with an empty folder.
 if Path(os.environ["SEGKIT_NB_RUNS"]) == SMOKE_RUNS:
     shutil.rmtree(SMOKE_RUNS, ignore_errors=True)

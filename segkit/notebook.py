@@ -7,8 +7,12 @@ use them. CI shrinks every run through SEGKIT_NB_* environment variables (notebo
 """
 
 import os
+import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no start-up noise in stored outputs
 
 from segkit import data as data_lib
 from segkit.errors import SegkitError
@@ -30,17 +34,33 @@ class Env:
     gpu: str | None  # the GPU's name, None on CPU
     smoke: bool  # CI's small parameters apply: runs are seconds, not minutes
     params: dict = field(default_factory=dict)  # the smoke parameters: size, epochs, subset, batch, encoder_weights
+    started: float = field(default_factory=time.time)
+
+    @property
+    def size(self) -> int:
+        """The square side a notebook shows and prepares data at: the smoke size, else the pairs' native 256."""
+        return self.params.get("size", 256)
+
+    def summary(self) -> str:
+        """Machine, Keras and minutes so far: the line a notebook's stored outputs end with."""
+        import keras
+
+        where = f"GPU {self.gpu}" if self.gpu else f"{platform.machine()} CPU, {os.cpu_count()} cores"
+        return (f"{where}, Keras {keras.__version__} on {keras.backend.backend()}; "
+                f"this notebook ran in {(time.time() - self.started) / 60:.1f} min")
 
     def overrides(self, **extra) -> dict:
         """Config overrides that point a config at this data and, in smoke mode, shrink the run; `extra` adds more."""
         found = {}
         if self.data is not None:
             found["data.path"] = str(self.data)
+            if self.dataset == "camvid":
+                found.update({"data.format": "camvid", "data.split": "train"})
             if self.dataset != "synthetic":
                 found["data.val_split"] = "val" if (self.data / "val").is_dir() else None  # else a held-out share
         size, epochs, subset, batch = (self.params.get(k) for k in ("size", "epochs", "subset", "batch"))
-        if size:  # CamVid keeps roughly its 3:4 shape (360x480 -> 128x160 at size 128)
-            found["data.size"] = [size, size * 5 // 4] if self.dataset == "camvid" else [size, size]
+        if size:  # CamVid keeps roughly its 3:4 shape, in multiples of 32 (360x480 -> 128x160 at size 128)
+            found["data.size"] = [size, 32 * round(size * 4 / 3 / 32)] if self.dataset == "camvid" else [size, size]
         found.update({key: value for key, value in (("data.limit", subset), ("train.epochs", epochs),
                                                     ("train.batch_size", batch)) if value})
         if self.params.get("encoder_weights"):
@@ -71,6 +91,7 @@ def setup(dataset: str | None = None, runs="runs", drive: bool = False, smoke: b
     runs.mkdir(parents=True, exist_ok=True)
     print(f"run folders: {runs}")
     data = None if dataset is None else _dataset(dataset, Path(data_root)).absolute()
+    _notebook_display()
     return Env(dataset, data, runs, gpu, smoke=bool(params), params=params)
 
 
@@ -124,3 +145,20 @@ def _dataset(name: str, root: Path) -> Path:
     if not Path(given).is_dir():
         raise SegkitError(f"{DATA_ENV[name]}={given}: no such folder")
     return Path(given)
+
+
+def _notebook_display() -> None:
+    """Compact stored outputs: inline JPEG figures at 72 dpi, three decimals in tables."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    pd.set_option("display.precision", 3)
+    plt.rcParams["figure.dpi"] = 72
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.run_line_magic("matplotlib", "inline")
+        shell.run_line_magic("config", "InlineBackend.figure_formats = ['jpeg']")

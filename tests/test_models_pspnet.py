@@ -136,3 +136,18 @@ def test_aux_head_trains_with_weight_0_4_and_is_dropped_for_inference(tmp_path):
 def test_sizes_that_are_not_multiples_of_8_are_refused_at_build():
     with pytest.raises(SegkitError, match="not a multiple of 8"):
         build("pspnet", num_classes=NUM_CLASSES, input_shape=(250, 256, 3))
+
+
+@pytest.mark.backend_agnostic
+def test_pyramid_views_pool_the_channel_mean_of_the_pyramid_input():
+    from segkit.models.pspnet import pyramid_views
+
+    model = build("pspnet", "resnet18", num_classes=NUM_CLASSES, input_shape=(72, 56, 3))
+    image = np.random.default_rng(0).integers(0, 256, (72, 56, 3), dtype=np.uint8)
+    views = pyramid_views(model, image)
+    assert views["features"].shape == (9, 7) and views["channels"] == 512
+    mean = views["features"][None, ..., None]
+    for bins, (grid, row_starts, col_starts) in views["pooled"].items():
+        np.testing.assert_allclose(grid, brute_force_adaptive_pool(mean, bins, bins)[0, ..., 0], rtol=1e-5, atol=1e-6)
+        assert row_starts == [math.floor(i * 9 / bins) for i in range(bins)]
+        assert col_starts == [math.floor(i * 7 / bins) for i in range(bins)]

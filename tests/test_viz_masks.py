@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from segkit.errors import SegkitError
@@ -53,3 +54,19 @@ def test_sample_grid_has_a_row_per_sample_and_names_the_classes_present():
 def test_bad_input_raises(call):
     with pytest.raises(SegkitError):
         call()
+
+
+def test_long_column_titles_wrap_instead_of_overlapping_and_the_legend_sits_beside_the_grid():
+    names = ["unet-r34_cityscapes-pairs_128x128", "pspnet-r34_cityscapes-pairs_128x128", "deeplabv3plus-r34_cityscapes-pairs_128x128"]
+    masks = np.zeros((2, 16, 16), np.uint8)
+    fig = sample_grid(np.zeros((2, 16, 16, 3), np.uint8), masks, COLORS, NAMES,
+                      predictions={name: masks for name in names}, panel_size=1.5)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes[:5]]
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 <= right.x0, "neighbouring column titles overlap"
+    assert [ax.get_title().replace("\n", "") for ax in fig.axes[2:5]] == names
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert legend.x0 >= max(ax.get_window_extent(renderer).x1 for ax in fig.axes)

@@ -9,7 +9,7 @@ from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
 from segkit.errors import SegkitError
-from segkit.viz import plot_class_iou, plot_confusion
+from segkit.viz import format_scores, plot_class_iou, plot_confusion
 
 NAMES = ["road", "car", "sky"]
 CM = np.array([[8, 2, 0], [0, 0, 0], [1, 0, 3]])  # "car" has no true pixels
@@ -30,7 +30,18 @@ def test_confusion_heatmap_is_row_normalised_with_names_and_blank_empty_rows():
     np.testing.assert_allclose(drawn, expected, equal_nan=True)
     assert [t.get_text() for t in axes.get_xticklabels()] == NAMES
     assert [t.get_text() for t in axes.get_yticklabels()] == NAMES
-    assert sorted(t.get_text() for t in axes.texts) == sorted(["80", "20", "0", "25", "0", "75"])
+    assert sorted(t.get_text() for t in axes.texts) == sorted(["80", "20", "25", "75"])  # 0% cells stay blank
+
+
+def test_confusion_heatmap_is_titled_with_its_model():
+    assert "unet-r34_synthetic_64x64" in plot_confusion(CM, NAMES, title="unet-r34_synthetic_64x64").axes[0].get_title()
+
+
+def test_score_table_has_fixed_decimals_never_scientific():
+    table = pd.DataFrame({"IoU": [0.0, 1.5e-05, 0.8123], "pixels": [0, 12, 123456]}, index=["a", "b", "c"])
+    html = format_scores(table).to_html()
+    assert ">0.000<" in html and ">0.812<" in html and ">123456<" in html
+    assert "e-0" not in html and "e+0" not in html
 
 
 def test_confusion_heatmap_of_counts():

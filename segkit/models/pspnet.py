@@ -15,6 +15,7 @@ from segkit.models.encoders import encoder_features
 from segkit.models.layers import (
     AdaptiveAveragePooling2D,
     ResizeToMatch,
+    adaptive_bin_bounds,
     check_input_multiple,
     classifier_to_input_size,
     conv_bn_relu,
@@ -60,3 +61,20 @@ def _pyramid_pooling(features):
         x = conv_bn_relu(x, branch_filters, 1, name=f"psp_bins{bins}")
         branches.append(ResizeToMatch(name=f"psp_bins{bins}_resize")([x, features]))
     return keras.layers.Concatenate(name="psp_concat")(branches)
+
+
+def pyramid_views(model, image) -> dict:
+    """What the pyramid pooling module sees for one image, for drawing (segkit.viz.plot_pyramid_bins).
+
+    Returns {"features": the stage-4 map averaged over channels (h, w), "channels": its channel count,
+    "pooled": {bins: (bins x bins average of that map, row bin starts, column bin starts)}}.
+    """
+    cut = keras.Model(model.input, model.get_layer(f"psp_bins{PYRAMID_BINS[0]}_pool").input)
+    features = keras.ops.convert_to_numpy(cut(image[None].astype("float32")))
+    mean = features.mean(axis=-1, keepdims=True)
+    height, width = mean.shape[1:3]
+    pooled = {}
+    for bins in PYRAMID_BINS:
+        grid = keras.ops.convert_to_numpy(AdaptiveAveragePooling2D(bins)(mean))[0, ..., 0]
+        pooled[bins] = (grid, [s for s, _ in adaptive_bin_bounds(height, bins)], [s for s, _ in adaptive_bin_bounds(width, bins)])
+    return {"features": mean[0, ..., 0], "channels": int(features.shape[-1]), "pooled": pooled}

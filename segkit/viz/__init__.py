@@ -3,3 +3,4 @@
 from segkit.viz.masks import *  # noqa: F401,F403
 from segkit.viz.scores import *  # noqa: F401,F403
 from segkit.viz.curves import *  # noqa: F401,F403
+from segkit.viz.pyramid import *  # noqa: F401,F403

@@ -1,5 +1,8 @@
 """Masks as pictures: class colours, overlays on the photo, and image | label (| prediction) grids."""
 
+import math
+import re
+
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -9,6 +12,10 @@ from segkit.errors import SegkitError
 __all__ = ["colorize", "overlay", "sample_grid"]
 
 IGNORE_INDEX = 255  # CONTRIBUTING.md's mask contract
+TITLE_FONTSIZE = 9
+LEGEND_FONTSIZE = 7
+_CHAR_INCHES = 0.55 * TITLE_FONTSIZE / 72  # average glyph width of the default sans-serif font
+_LEGEND_ROW_INCHES = 0.19
 
 
 def colorize(mask: np.ndarray, colors, ignore_color=(0, 0, 0)) -> np.ndarray:
@@ -44,6 +51,7 @@ def sample_grid(images, masks, colors, class_names=None, *, predictions=None, al
 
     images: (N, H, W, 3) uint8; masks: (N, H, W) class indices, 255 = ignore; predictions: None, one
     (N, H, W) array (a "prediction" column) or a dict name -> (N, H, W) array (a column per model).
+    Long column titles (run names) wrap at - and _ to stay within their panel; the legend sits right of the grid.
     """
     images, masks = np.asarray(images), np.asarray(masks)
     if len(images) == 0 or len(images) != len(masks):
@@ -57,7 +65,7 @@ def sample_grid(images, masks, colors, class_names=None, *, predictions=None, al
 
     height, width = images.shape[1:3]
     panel_w = panel_size * width / height
-    fig = Figure(figsize=(panel_w * len(columns), panel_size * len(images) + (0.6 if class_names else 0)), layout="constrained")
+    fig = Figure(figsize=(panel_w * len(columns), panel_size * len(images) + 0.3), layout="constrained")
     axes = fig.subplots(len(images), len(columns), squeeze=False)
     for row, image in enumerate(images):
         for col, (title, labels) in enumerate(columns):
@@ -65,7 +73,7 @@ def sample_grid(images, masks, colors, class_names=None, *, predictions=None, al
             ax.imshow(image if labels is None else overlay(image, labels[row], colors, alpha))
             ax.set_axis_off()
             if row == 0:
-                ax.set_title(title, fontsize=9)
+                ax.set_title(_wrap_title(title, panel_w), fontsize=TITLE_FONTSIZE)
     if class_names is not None:
         _add_legend(fig, [m for _, m in columns[1:]], colors, class_names)
     return fig
@@ -76,5 +84,17 @@ def _add_legend(fig: Figure, label_sets, colors, class_names) -> None:
     present = [int(c) for c in present if c != IGNORE_INDEX]
     colors = np.asarray(colors, dtype=np.float32).reshape(-1, 3) / 255
     handles = [Patch(color=colors[c], label=class_names[c]) for c in present]
-    per_row = max(1, int(fig.get_figwidth() / 1.25))  # about 1.25 inch per entry at this font size
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), per_row) or 1, fontsize=7, frameon=False)
+    per_column = max(1, int(fig.get_figheight() / _LEGEND_ROW_INCHES))
+    fig.legend(handles=handles, loc="outside right upper", ncols=max(1, math.ceil(len(handles) / per_column)),
+               fontsize=LEGEND_FONTSIZE, frameon=False)
+
+
+def _wrap_title(title: str, width_inches: float) -> str:
+    """`title` broken into lines that fit `width_inches` at the title font size, after - _ or space."""
+    limit = max(8, int(width_inches / _CHAR_INCHES))
+    lines = [""]
+    for piece in re.split(r"(?<=[-_ ])", title):
+        if lines[-1] and len(lines[-1]) + len(piece) > limit:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(line.rstrip() for line in lines)

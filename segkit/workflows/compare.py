@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segkit import data as data_lib
 from segkit import files, models, viz
 from segkit.errors import SegkitError
-from segkit.workflows import datasets, evaluate, loading, run_report, runs
+from segkit.workflows import evaluate, loading, run_report, runs
 
 LATENCY_REPEATS = 5
 
@@ -30,7 +29,7 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     entries = [_load(path) for path in run_dirs]
     _name_uniquely(entries)
     _check_same_classes(entries)
-    split = _validation_split(entries[0])
+    split = run_report.validation_split(entries[0]["run"])
     same_items = all(_same_validation(entries[0], entry) for entry in entries)
     for entry in entries:
         if not same_items:
@@ -49,11 +48,11 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     figures = {
         "class_iou.png": viz.plot_class_iou({e["name"]: per_class[e["name"]].to_numpy() for e in entries}, classes),
         "learning_curves.png": viz.plot_learning_curves({e["name"]: e["history"] for e in entries}),
-        "qualitative.png": viz.sample_grid(images, truth, colors, predictions=predicted, panel_size=2.2),
+        "qualitative.png": viz.sample_grid(images, truth, colors, classes, predictions=predicted, panel_size=2.2),
     }
     for entry in entries:
         cm = np.asarray(entry["metrics"]["confusion_matrix"], dtype=np.int64)
-        figures[f"confusion_{entry['name']}.png"] = viz.plot_confusion(cm, classes)
+        figures[f"confusion_{entry['name']}.png"] = viz.plot_confusion(cm, classes, title=entry["name"])
     for name, fig in figures.items():
         run_report.save_figure(fig, out / name)
     text = _markdown(entries, table, per_class, figures, split, same_items)
@@ -70,7 +69,7 @@ def _load(path) -> dict:
     model, _ = loading.load_model(run.path)
     return {
         "run": run,
-        "name": run.config["name"],
+        "name": runs.run_name(run.config),
         "config": run.config,
         "model": model,
         "metrics": run.metrics,
@@ -95,13 +94,6 @@ def _check_same_classes(entries) -> None:
         if entry["classes"] != first["classes"]:
             raise SegkitError(f"runs {first['run'].path} and {entry['run'].path} predict different classes; "
                               "compare needs runs on the same classes")
-
-
-def _validation_split(entry) -> datasets.Split:
-    val = entry["dataset"]["val"]
-    if not Path(val["path"]).is_dir():
-        raise SegkitError(f"validation data {val['path']} of run {entry['run'].path} is gone; prepare it again")
-    return datasets.Split(data_lib.load_prepared(val["path"]), np.asarray(val["indices"]), Path(val["path"]))
 
 
 def _same_validation(first, entry) -> bool:

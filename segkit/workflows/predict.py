@@ -1,5 +1,7 @@
 """`segkit.predict`: colour masks and overlays for image files of any size, from a run folder or model file."""
 
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -8,7 +10,7 @@ import numpy as np
 from segkit import files, models, viz
 from segkit.data.palette import TRAIN_CLASS_COLORS
 from segkit.data.readers import read_image
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, first_line
 from segkit.workflows import loading, runs
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -76,6 +78,38 @@ def _readable(paths, skip_bad) -> list[Path]:
     if not good:
         raise SegkitError(f"none of the {len(paths)} images can be read; nothing written")
     return good
+
+
+def photo_file(source, *, fallback=None, folder="photos") -> Path:
+    """A photo for `predict` as a file: a path; an http(s) URL, downloaded into `folder`; "upload", a file
+    picker in Colab; or empty, then `fallback` (an RGB array) written to `folder`/sample.png.
+    """
+    source, folder = str(source or ""), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if source.startswith(("http://", "https://")):
+        target = folder / (Path(urllib.parse.urlparse(source).path).name or "photo.jpg")
+        try:
+            with urllib.request.urlopen(source, timeout=60) as response, files.atomic_path(target) as tmp:
+                tmp.write_bytes(response.read())
+        except OSError as err:
+            raise SegkitError(f"could not download {source}: {first_line(err)}") from None
+        return target
+    if source == "upload":
+        from google.colab import files as colab_files  # only in Colab
+
+        name, content = next(iter(colab_files.upload().items()))
+        target = folder / Path(name).name
+        target.write_bytes(content)
+        return target
+    if source:
+        if not Path(source).is_file():
+            raise SegkitError(f"photo {source} does not exist")
+        return Path(source)
+    if fallback is None:
+        raise SegkitError("no photo given: pass a file, an http(s) URL or 'upload'")
+    target = folder / "sample.png"
+    _write_png(target, np.asarray(fallback, dtype=np.uint8))
+    return target
 
 
 def class_colors(run, num_classes: int) -> np.ndarray:

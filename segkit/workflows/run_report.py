@@ -1,11 +1,15 @@
 """What a finished run leaves behind: metrics from evaluating best.keras on the validation split, tables, figures."""
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from segkit import data as data_lib
 from segkit import files, metrics, models, viz
-from segkit.workflows import evaluate, loading, runs
+from segkit.errors import SegkitError
+from segkit.workflows import datasets, evaluate, loading, runs
 
 GRID_ITEMS = 4
 
@@ -34,7 +38,7 @@ def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
     table = metrics.per_class_table(cm, data.classes)
     files.write_text(run.file(runs.PER_CLASS), table.to_csv(float_format="%.6f"))
     save_figure(viz.plot_learning_curves(pd.DataFrame(state["history"]), title=run.path.name), run.figure_path("learning_curves.png"))
-    save_figure(viz.plot_confusion(cm, data.classes), run.figure_path("confusion.png"))
+    save_figure(viz.plot_confusion(cm, data.classes, title=run.path.name), run.figure_path("confusion.png"))
     images, truth, predicted = predicted_samples(val, {"prediction": model})
     grid = viz.sample_grid(images, truth, data.colors, data.classes, predictions=predicted)
     save_figure(grid, run.figure_path("val_predictions.png"))
@@ -50,6 +54,22 @@ def predicted_samples(split, models_by_name: dict, count: int = GRID_ITEMS):
     predictions = {name: models.predict_probabilities(net, images).argmax(-1).astype(np.uint8)
                    for name, net in models_by_name.items()}
     return images, truth, predictions
+
+
+def validation_split(run: runs.Run) -> datasets.Split:
+    """The validation items a run was scored on (its dataset.json), read from the prepared cache."""
+    val = run.dataset["val"]
+    if not Path(val["path"]).is_dir():
+        raise SegkitError(f"validation data {val['path']} of run {run.path} is gone; prepare it again")
+    return datasets.Split(data_lib.load_prepared(val["path"]), np.asarray(val["indices"]), Path(val["path"]))
+
+
+def validation_grid(run: runs.Run, count: int = 3):
+    """image | label | prediction of the run's best model for the first `count` validation items, with a class legend."""
+    split = validation_split(run)
+    model, _ = loading.load_model(run.path)
+    images, truth, predicted = predicted_samples(split, {"prediction": model}, count)
+    return viz.sample_grid(images, truth, split.dataset.colors, split.dataset.classes, predictions=predicted, panel_size=2.0)
 
 
 def summary(run: runs.Run, result: dict, table: pd.DataFrame) -> str:

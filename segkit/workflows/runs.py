@@ -10,9 +10,12 @@ Layout of `runs/<config-name>-<timestamp>/`:
 """
 
 import json
+import math
+import re
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from segkit import files
@@ -27,6 +30,17 @@ HISTORY = "history.csv"
 METRICS = "metrics.json"
 PER_CLASS = "per_class.csv"
 FIGURES = "figures"
+MIN_LOSS_FALL = 0.02  # the last epoch's training loss must be at least 2% below the first's: noise is not learning
+_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")  # <run name>-<YYYYmmdd-HHMMSS>[-<attempt>]
+_SIZE_SUFFIX = re.compile(r"_\d+x\d+$")  # configs are named <model>_<data>_<H>x<W>
+
+
+def run_name(config: dict) -> str:
+    """The config's name with its _HxW suffix set to the size actually trained (data.size overridden in a smoke run)."""
+    size = config["data"]["size"]
+    if size is None or not _SIZE_SUFFIX.search(config["name"]):
+        return config["name"]
+    return _SIZE_SUFFIX.sub(f"_{size[0]}x{size[1]}", config["name"])
 
 
 def write_json(path, obj) -> None:
@@ -39,7 +53,9 @@ def find_finished(runs_dir, config_name: str, overrides: dict | None = None) -> 
     overrides: {"data.size": [128, 128], ...}: values the run's config must also have, so that, say, a smoke
     run is not taken for a full one. Folders that are not readable run folders are passed over.
     """
-    for path in sorted(Path(runs_dir).glob(f"{config_name}-*"), key=lambda p: p.name, reverse=True):
+    # Matched by the config's name, not the folder's: a run's folder names the size it trained (run_name).
+    stamped = [(_STAMP.search(p.name), p) for p in Path(runs_dir).glob("*-*") if p.is_dir()]
+    for _, path in sorted((((m.group(1), int(m.group(2) or 0)), p) for m, p in stamped if m), reverse=True):
         try:
             run = Run.open(path)
             cfg = run.config
@@ -68,7 +84,7 @@ class Run:
         runs_dir = Path(runs_dir)
         runs_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(100):
-            path = runs_dir / f"{config['name']}-{stamp}{f'-{attempt}' if attempt else ''}"
+            path = runs_dir / f"{run_name(config)}-{stamp}{f'-{attempt}' if attempt else ''}"
             try:
                 path.mkdir()
                 break
@@ -148,3 +164,36 @@ class Run:
             raise SegkitError(f"{self.path} is not a finished segkit run folder (no {name})") from None
         except (OSError, ValueError) as err:
             raise SegkitError(f"{self.path / name} is unreadable: {err}") from None
+
+
+def learning_check(run: "Run") -> str:
+    """Raises SegkitError unless a finished run learnt something; returns the one-line evidence when it did.
+
+    Learnt means: every validation loss is finite, the training loss of the last epoch is at least
+    MIN_LOSS_FALL below the first's (so at least two epochs), and the validation mIoU of best.keras beats
+    the majority-class baseline (every pixel predicted as the most frequent true class).
+    """
+    history = run.state["history"]
+    if len(history) < 2:
+        raise SegkitError(f"learning check of {run.path}: needs at least 2 finished epochs, found {len(history)}")
+    bad = [row["epoch"] for row in history if not math.isfinite(row.get("val_loss", math.nan))]
+    if bad:
+        raise SegkitError(f"learning check of {run.path}: validation loss is not finite in epoch(s) {bad}")
+    first, last = history[0]["loss"], history[-1]["loss"]
+    if not last <= (1 - MIN_LOSS_FALL) * first:
+        raise SegkitError(f"learning check of {run.path}: training loss did not fall ({first:.4g} -> {last:.4g})")
+    miou, baseline = run.metrics["miou"], majority_baseline(run.metrics["confusion_matrix"])
+    if not miou > baseline:
+        raise SegkitError(f"learning check of {run.path}: validation mIoU {miou:.4f} is not above the "
+                          f"majority-class baseline {baseline:.4f}")
+    return (f"learnt: validation loss finite, training loss {first:.4g} -> {last:.4g}, "
+            f"mIoU {miou:.4f} > majority-class baseline {baseline:.4f}")
+
+
+def majority_baseline(confusion_matrix) -> float:
+    """mIoU of predicting the most frequent true class everywhere, on the pixels of a confusion matrix.
+
+    That class scores its pixel share (its union is every pixel), every other class present scores 0.
+    """
+    truth = np.asarray(confusion_matrix, dtype=np.int64).sum(axis=1)
+    return float(truth.max() / truth.sum() / np.count_nonzero(truth))
