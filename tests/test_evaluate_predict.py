@@ -200,6 +200,15 @@ def test_predict_checks_every_input_before_writing_anything(trained, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_predict_checks_the_window_before_writing_anything(trained, tmp_path):
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png"])
+    with pytest.raises(SegkitError, match=r"window=\(17, 17\) does not fit") as err:
+        segkit.predict(run.path, [folder], out=tmp_path / "out", window=(17, 17))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_predict_skip_bad_reports_each_skipped_file_and_predicts_the_rest(trained, tmp_path, capsys):
     run, _ = trained
     folder = _write_images(tmp_path / "images", ["a.png", "d.png"])

@@ -107,9 +107,10 @@ def test_smoke_parameters_come_from_the_environment_and_shrink_the_overrides(tmp
     env = notebook.setup("camvid")
     assert env.smoke and env.data == camvid and env.runs == tmp_path / "ci-runs"
     assert env.overrides(**{"train.seed": 3}) == {
-        "data.path": str(camvid), "data.val_split": "val", "data.size": [128, 160], "train.epochs": 2,
-        "model.encoder_weights": None, "train.seed": 3}
-    assert notebook.setup("camvid", smoke=False).overrides() == {"data.path": str(camvid), "data.val_split": "val"}
+        "data.path": str(camvid), "data.format": "camvid", "data.split": "train", "data.val_split": "val",
+        "data.size": [128, 160], "train.epochs": 2, "model.encoder_weights": None, "train.seed": 3}
+    assert notebook.setup("camvid", smoke=False).overrides() == {
+        "data.path": str(camvid), "data.format": "camvid", "data.split": "train", "data.val_split": "val"}
 
 
 def test_smoke_true_uses_the_ci_values_and_synthetic_data_is_generated_once(monkeypatch):

@@ -6,7 +6,7 @@ from segkit.errors import SegkitError
 from segkit.models.deeplabv3plus import build_deeplabv3plus
 from segkit.models.encoders import ENCODERS
 from segkit.models.fastscnn import build_fastscnn
-from segkit.models.inference import predict_probabilities, required_multiple, without_aux
+from segkit.models.inference import check_window, predict_probabilities, required_multiple, without_aux
 from segkit.models.pspnet import AUX_LOSS_WEIGHTS, build_pspnet
 from segkit.models.resnet import resnet_encoder
 from segkit.models.stats import model_stats
@@ -86,6 +86,7 @@ __all__ = [
     "MODELS",
     "available",
     "build",
+    "check_window",
     "default_encoder",
     "encoders_for",
     "load_encoder_weights",

@@ -189,7 +189,7 @@ def _pad(batch, size, pad_mode):
 
 
 def _predict_windows(model, batch, window, overlap, probabilities, pad_mode, batch_size):
-    window = _check_window(model, window)
+    window = check_window(model, window)
     height, width = batch.shape[1:3]
     padded = _pad(batch, (max(height, window[0]), max(width, window[1])), pad_mode)
     starts = [(r, c) for r in _starts(padded.shape[1], window[0], overlap) for c in _starts(padded.shape[2], window[1], overlap)]
@@ -214,7 +214,8 @@ def _average_tiles(image, window, starts, probabilities, batch_size):
     return total
 
 
-def _check_window(model, window):
+def check_window(model, window) -> tuple[int, int]:
+    """`window` as (h, w) when it fits `model` (its fixed input, or a multiple of its stride); else a one-line error."""
     if not (isinstance(window, (tuple, list)) and len(window) == 2 and all(int(s) == s and s > 0 for s in window)):
         raise SegkitError(f"window={window!r} must be a pair of positive ints (h, w)")
     window = tuple(int(side) for side in window)

@@ -33,6 +33,8 @@ def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False) -
     paths = image_files(inputs)
     _check_output_names(paths)
     readable = _readable(paths, skip_bad)
+    if window is not None:
+        models.check_window(net, window)  # before --out exists: a window the model rejects writes nothing
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
