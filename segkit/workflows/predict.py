@@ -1,7 +1,6 @@
 """`segkit.predict`: colour masks and overlays for image files of any size, from a run folder or model file."""
 
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -10,7 +9,7 @@ import numpy as np
 from segkit import files, models, viz
 from segkit.data.palette import TRAIN_CLASS_COLORS
 from segkit.data.readers import read_image
-from segkit.errors import SegkitError, first_line
+from segkit.errors import SegkitError
 from segkit.workflows import loading, runs
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -90,11 +89,8 @@ def photo_file(source, *, fallback=None, folder="photos") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if source.startswith(("http://", "https://")):
         target = folder / (Path(urllib.parse.urlparse(source).path).name or "photo.jpg")
-        try:
-            with urllib.request.urlopen(source, timeout=60) as response, files.atomic_path(target) as tmp:
-                tmp.write_bytes(response.read())
-        except OSError as err:
-            raise SegkitError(f"could not download {source}: {first_line(err)}") from None
+        with files.atomic_path(target) as tmp:
+            files.download(source, tmp)
         return target
     if source == "upload":
         from google.colab import files as colab_files  # only in Colab
