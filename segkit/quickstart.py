@@ -9,7 +9,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from segkit import data
-from segkit.errors import SegkitError
 from segkit.files import atomic_path
 from segkit.viz import sample_grid
 

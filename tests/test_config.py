@@ -67,7 +67,7 @@ def test_overrides_as_a_dict_win_over_the_file(tmp_path):
         ({"data": {"path": "x"}, "optimizer": {"name": "rmsprop"}}, None, r"'optimizer.name' is 'rmsprop'; valid: adam, adamw, sgd"),
         ({"data": {"path": "x"}, "optimizer": {"schedule": "cosine"}}, None, r"valid: constant, poly"),
         ({"data": {"path": "x"}, "train": {"distribution": "mirored"}}, None, r"did you mean 'mirrored'"),
-        ({"data": {"path": "x"}, "data": {"path": "x", "size": [64]}}, None, r"'data.size' must be \[H, W\]"),
+        ({"data": {"path": "x", "size": [64]}}, None, r"'data.size' must be \[H, W\]"),
         ({"data": {"path": "x"}, "model": {"name": "unet", "aux_head": True}}, None, r"only available for pspnet"),
         ({"data": {"path": "x"}, "train": "fast"}, None, r"section 'train' must be a mapping"),
         ({"data": {"path": "x"}}, ["train.epochs"], r"expected key=value"),

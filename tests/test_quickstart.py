@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from segkit import quickstart

@@ -7,7 +7,7 @@ import numpy as np
 
 from segkit import files, metrics, models
 from segkit.errors import SegkitError
-from segkit.workflows import datasets, runs
+from segkit.workflows import datasets
 from segkit.workflows.loading import load_model, num_classes_of, window_for
 
 
