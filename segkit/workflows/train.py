@@ -35,7 +35,6 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
     else:
         cfg = config_lib.load(config, overrides)
     data = datasets.training_data(cfg)  # bad data fails here, before a new run folder exists
-    _check_training_sizes(cfg, data.num_classes)  # and crops the model cannot take
     # A non-chief worker of a multi-worker run takes the same steps in a throwaway folder (scratch).
     with distribution.worker_scratch(cfg["train"]["distribution"]) as scratch:
 
@@ -85,6 +84,7 @@ def _fit(cfg, open_run, data, verbose) -> runs.Run:
             print(f"data-parallel training on {replicas} devices ({train_cfg['distribution']})")
         # Crops train at other sizes than validation: the model then takes any size.
         model = build_model(cfg, data.num_classes, (None, None) if training_sizes(cfg) else data.train.image_size)
+        _check_training_sizes(cfg, model)  # crops the model cannot take, before a run folder exists
         _compile(model, cfg, data, total_steps=steps * train_cfg["epochs"])
         run = open_run()  # only now: a config the model or its weights reject leaves no orphan run folder
         print(f"run folder: {run.path}")
@@ -164,13 +164,10 @@ def set_threads(threads) -> None:
               f"it keeps {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads")
 
 
-def _check_training_sizes(cfg, num_classes) -> None:
+def _check_training_sizes(cfg, model) -> None:
     """Raises when a crop size of augment.crop / train.progressive is not a multiple of the model's largest stride."""
-    sizes = training_sizes(cfg)
-    if not sizes:
-        return
-    multiple = models.required_multiple(build_model(cfg, num_classes, (None, None)))
-    for size in sizes:
+    multiple = models.required_multiple(model)
+    for size in training_sizes(cfg):
         if any(side % multiple for side in size):
             raise SegkitError(f"training crop {size[0]}x{size[1]} (augment.crop / train.progressive) is not a multiple of "
                               f"{multiple}, which this model needs")
