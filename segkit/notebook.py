@@ -12,10 +12,29 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no start-up noise in stored outputs
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ warnings after start-up stay out of stored outputs
 
 from segkit import data as data_lib
 from segkit.errors import SegkitError
+
+
+def _import_backend_quietly() -> None:
+    """Loads Keras and its backend with stderr pointed at /dev/null for the duration.
+
+    TensorFlow's start-up lines (absl, oneDNN) ignore TF_CPP_MIN_LOG_LEVEL set inside a running process, and a
+    notebook stores whatever reaches file descriptor 2. An import error still raises as usual.
+    """
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_backend_quietly()
 
 DATASETS = ("cityscapes-pairs", "camvid", "synthetic")
 DATA_ENV = {"cityscapes-pairs": "SEGKIT_NB_DATA", "camvid": "SEGKIT_NB_CAMVID"}  # a copy to use instead of downloading
@@ -45,20 +64,23 @@ class Env:
         """Machine, Keras and minutes so far: the line a notebook's stored outputs end with."""
         import keras
 
-        where = f"GPU {self.gpu}" if self.gpu else f"{platform.machine()} CPU, {os.cpu_count()} cores"
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # taskset counts
+        where = f"GPU {self.gpu}" if self.gpu else f"{platform.machine()} CPU, {cores} core{'s' * (cores > 1)}"
         return (f"{where}, Keras {keras.__version__} on {keras.backend.backend()}; "
                 f"this notebook ran in {(time.time() - self.started) / 60:.1f} min")
 
     def overrides(self, **extra) -> dict:
         """Config overrides that point a config at this data and, in smoke mode, shrink the run; `extra` adds more."""
         found = {}
+        size, epochs, subset, batch = (self.params.get(k) for k in ("size", "epochs", "subset", "batch"))
         if self.data is not None:
             found["data.path"] = str(self.data)
-            if self.dataset == "camvid":
-                found.update({"data.format": "camvid", "data.split": "train"})
+            if self.dataset in ("camvid", "cityscapes-pairs"):
+                found.update({"data.format": self.dataset, "data.split": "train"})
             if self.dataset != "synthetic":
-                found["data.val_split"] = "val" if (self.data / "val").is_dir() else None  # else a held-out share
-        size, epochs, subset, batch = (self.params.get(k) for k in ("size", "epochs", "subset", "batch"))
+                found["data.val_split"] = "val" if (self.data / "val").is_dir() else None  # else data.val is held out
+                if subset and found["data.val_split"] is None:
+                    found["data.val"] = 0.2  # a share of the smoke subset: the configs' held-out counts exceed it
         if size:  # CamVid keeps roughly its 3:4 shape, in multiples of 32 (360x480 -> 128x160 at size 128)
             found["data.size"] = [size, 32 * round(size * 4 / 3 / 32)] if self.dataset == "camvid" else [size, size]
         found.update({key: value for key, value in (("data.limit", subset), ("train.epochs", epochs),
@@ -85,12 +107,12 @@ def setup(dataset: str | None = None, runs="runs", drive: bool = False, smoke: b
         raise SegkitError(f"unknown dataset {dataset!r} for setup; choose one of {', '.join(DATASETS)} or None")
     params = _smoke_params(smoke)
     gpu = _accelerator(cpu_minutes)
-    runs = Path(os.environ.get("SEGKIT_NB_RUNS", runs)).absolute()  # absolute: the notebook may change folder later
+    runs = Path(os.environ.get("SEGKIT_NB_RUNS", runs))  # as given: stored outputs show no machine paths
     if drive:
         runs = _on_drive(runs)
     runs.mkdir(parents=True, exist_ok=True)
     print(f"run folders: {runs}")
-    data = None if dataset is None else _dataset(dataset, Path(data_root)).absolute()
+    data = None if dataset is None else _dataset(dataset, Path(data_root))
     _notebook_display()
     return Env(dataset, data, runs, gpu, smoke=bool(params), params=params)
 

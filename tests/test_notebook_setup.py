@@ -3,8 +3,11 @@ google.colab package, CI's smoke parameters."""
 
 import importlib
 import io
+import os
+import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import keras
 import pytest
@@ -65,11 +68,28 @@ def test_downloads_the_dataset_with_a_progress_bar_and_says_cpu_only(tmp_path, m
         monkeypatch.setitem(download_module.DATASETS, "cityscapes-pairs", archive)
         env = notebook.setup("cityscapes-pairs", runs="my-runs", cpu_minutes=42)
     out = capsys.readouterr().out
-    assert env.data == tmp_path / "data" / "cityscapes-pairs" and (env.data / "val" / "1.jpg").read_bytes() == b"b" * 3000
+    # Relative as found, so stored notebook outputs show no machine paths.
+    assert env.data == Path("data/cityscapes-pairs") and (tmp_path / env.data / "val" / "1.jpg").read_bytes() == b"b" * 3000
     assert f"[{'#' * 30}] 100%" in out
     assert "CPU only: this will be slow (about 42 minutes for this notebook's full run)" in out
     assert env.gpu is None and env.smoke is False and env.runs.is_dir() and env.runs.name == "my-runs"
-    assert env.overrides() == {"data.path": str(env.data), "data.val_split": "val"}
+    assert env.overrides() == {"data.path": str(env.data), "data.format": "cityscapes-pairs", "data.split": "train",
+                               "data.val_split": "val"}
+
+
+def test_pairs_without_a_val_split_hold_out_a_share_of_the_smoke_subset(tmp_path, monkeypatch):
+    (tmp_path / "pairs" / "train").mkdir(parents=True)
+    monkeypatch.setenv("SEGKIT_NB_DATA", str(tmp_path / "pairs"))
+    real = notebook.setup("cityscapes-pairs", runs=tmp_path / "runs", smoke=False).overrides()
+    assert real["data.val_split"] is None and "data.val" not in real  # the config's held-out count applies
+    smoke = notebook.setup("cityscapes-pairs", runs=tmp_path / "runs", smoke=True).overrides()
+    assert smoke["data.val_split"] is None and smoke["data.val"] == 0.2 and smoke["data.limit"] == 24
+
+
+def test_importing_it_first_keeps_the_backend_start_up_noise_off_stderr():
+    result = subprocess.run([sys.executable, "-c", "import segkit.notebook, keras"], capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, check=True)
+    assert result.stderr == ""
 
 
 def test_on_a_gpu_it_names_it_and_turns_on_mixed_precision(monkeypatch, capsys):
