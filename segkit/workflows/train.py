@@ -184,6 +184,15 @@ def build_model(cfg: dict, num_classes: int, image_size) -> keras.Model:
     return model
 
 
+def model_stats_for_config(config, num_classes: int) -> dict:
+    """{"params", "gflops", "size"} of the model `config` (a shipped name, a YAML path or a loaded dict) builds,
+    per image of its data.size (H, W); an auxiliary training head and pretrained weights play no part."""
+    cfg = config if isinstance(config, dict) else config_lib.load(config)
+    size = tuple(cfg["data"]["size"])
+    plain = {**cfg, "model": {**cfg["model"], "aux_head": False, "encoder_weights": None}}
+    return {**models.model_stats(build_model(plain, num_classes, size)), "size": size}
+
+
 def _compile(model, cfg, data, total_steps) -> None:
     weights = None
     if cfg["loss"]["class_weights"] is not None:
