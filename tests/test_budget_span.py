@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 import segkit
-from segkit.workflows import callbacks, config, optim
+from segkit.errors import SegkitError
+from segkit.workflows import callbacks, config, optim, runs
 from segkit.workflows import train as train_module
 from training_support import prepared_synthetic, tiny_config, tiny_model
 
@@ -104,6 +105,28 @@ def test_a_timed_run_ends_its_poly_decay_with_the_budget_and_an_epoch_spanned_on
     assert epochs["learning_rate"].iloc[-1] > 0.3 * 0.01
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL between writing a checkpoint and committing it."""
+
+
+def test_a_killed_budget_spanned_run_resumes_and_still_ends_its_decay_with_the_budget(dataset, tmp_path, monkeypatch):
+    commit = runs.Run.write_state
+
+    def die_at_epoch_3(self, state):
+        if state["epoch"] == 3:
+            raise Killed
+        commit(self, state)
+
+    monkeypatch.setattr(runs.Run, "write_state", die_at_epoch_3)
+    with pytest.raises(Killed):
+        train_on_fake_time(dataset, tmp_path, monkeypatch, "auto")
+    monkeypatch.setattr(runs.Run, "write_state", commit)
+    run = segkit.train(None, resume=next((tmp_path / "auto").iterdir()), verbose=0)
+    history = pd.read_csv(run.path / "history.csv")
+    assert list(history["epoch"]) == list(range(1, len(history) + 1)) and 3 < len(history) < 24
+    assert history["learning_rate"].iloc[-1] < 0.05 * 0.01
+
+
 def test_a_checkpoint_brings_back_the_estimated_length_and_loads_without_warnings(tmp_path):
     spec = {**config.defaults()["optimizer"], "schedule": "poly"}
 
@@ -125,3 +148,14 @@ def test_a_checkpoint_brings_back_the_estimated_length_and_loads_without_warning
     assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == 1
     for got, want in zip(loaded.get_weights(), saved.get_weights()):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_checkpoint_without_the_length_does_not_resume_a_budget_spanned_run_from_scratch(tmp_path):
+    spec = {**config.defaults()["optimizer"], "schedule": "poly"}
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optim.build(spec, total_steps=100), loss="mse")  # span epochs: no length in the optimizer state
+    model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=1, verbose=0)
+    model.save(tmp_path / "old.keras")
+    model.compile(optim.build(spec, total_steps=100, budget=True), loss="mse")
+    with pytest.raises(SegkitError, match=r"old.keras cannot be loaded into this run's model: its optimizer state does not fit this run's optimizer$"):
+        train_module._restore(model, tmp_path / "old.keras")

@@ -3,6 +3,7 @@
 import dataclasses
 import importlib.util
 import shutil
+import warnings
 
 import keras
 import numpy as np
@@ -214,13 +215,20 @@ def _compile(model, cfg, data, total_steps, budget=False) -> None:
         model.compile(optimizer, loss=loss, metrics=[miou], jit_compile=jit)
 
 
+_OPTIMIZER_MISFIT = "Skipping variable loading for optimizer"  # Keras' warning; it then starts the optimizer afresh
+
+
 def _restore(model, checkpoint) -> None:
-    """Loads weights and optimizer state (step count, moments; the schedule follows the step count)."""
+    """Loads weights and optimizer state (step count, moments, a budget-spanned schedule's length)."""
     model.optimizer.build(model.trainable_variables)
     try:
-        model.load_weights(checkpoint)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=_OPTIMIZER_MISFIT)
+            model.load_weights(checkpoint)
     except Exception as err:  # noqa: BLE001 -- Keras raises many types for a damaged or foreign file
-        raise SegkitError(f"checkpoint {checkpoint} cannot be loaded into this run's model: {first_line(err)}") from None
+        # e.g. a timed run begun before optimizer.span made the schedule's length part of the optimizer state
+        why = "its optimizer state does not fit this run's optimizer" if _OPTIMIZER_MISFIT in str(err) else first_line(err)
+        raise SegkitError(f"checkpoint {checkpoint} cannot be loaded into this run's model: {why}") from None
 
 
 def _loader(cfg, split, *, shuffle, crop=None):
