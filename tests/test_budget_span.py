@@ -12,7 +12,7 @@ import segkit
 from segkit.errors import SegkitError
 from segkit.workflows import callbacks, config, optim, runs
 from segkit.workflows import train as train_module
-from training_support import prepared_synthetic, tiny_config, tiny_model
+from training_support import Killed, kill_at_commit, prepared_synthetic, tiny_config, tiny_model
 
 
 def rates(schedule, steps):
@@ -86,11 +86,11 @@ def dataset(tmp_path_factory):
 
 
 def train_on_fake_time(dataset, tmp_path, monkeypatch, span):
-    """A tiny run whose clock takes 1 s per reading (a few readings per step and per epoch end), over 1.5 minutes."""
+    """A tiny run whose clock takes 1 s per reading (a few readings per step and per epoch end), over 1 minute."""
     monkeypatch.setattr(train_module, "build_model", tiny_model)
     ticks = itertools.count()
     monkeypatch.setattr(callbacks, "clock", lambda: float(next(ticks)))
-    cfg = tiny_config(dataset, train={"epochs": 24, "batch_size": 2, "max_minutes": 1.5, "precise_bn": 0},
+    cfg = tiny_config(dataset, train={"epochs": 24, "batch_size": 2, "max_minutes": 1.0, "precise_bn": 0},
                       optimizer={"schedule": "poly", "learning_rate": 0.01, "span": span})
     return segkit.train(cfg, runs_dir=tmp_path / span, verbose=0)
 
@@ -105,19 +105,8 @@ def test_a_timed_run_ends_its_poly_decay_with_the_budget_and_an_epoch_spanned_on
     assert epochs["learning_rate"].iloc[-1] > 0.3 * 0.01
 
 
-class Killed(BaseException):
-    """Stands for SIGKILL between writing a checkpoint and committing it."""
-
-
 def test_a_killed_budget_spanned_run_resumes_and_still_ends_its_decay_with_the_budget(dataset, tmp_path, monkeypatch):
-    commit = runs.Run.write_state
-
-    def die_at_epoch_3(self, state):
-        if state["epoch"] == 3:
-            raise Killed
-        commit(self, state)
-
-    monkeypatch.setattr(runs.Run, "write_state", die_at_epoch_3)
+    commit = kill_at_commit(monkeypatch, 3)
     with pytest.raises(Killed):
         train_on_fake_time(dataset, tmp_path, monkeypatch, "auto")
     monkeypatch.setattr(runs.Run, "write_state", commit)
