@@ -177,6 +177,8 @@ def test_threads_set_tensorflow_intra_op_threads_in_a_fresh_process():
     ("optimizer", {"schedule": "cosine"}, r"'optimizer.schedule' is 'cosine'; valid: constant, poly, onecycle"),
     ("optimizer", {"schedule": "onecycle"}, r"onecycle needs a rising phase: set optimizer.warmup > 0"),
     ("optimizer", {"warmup": 1.0}, r"'optimizer.warmup' is a share of the steps in \[0, 1\), got 1.0"),
+    ("optimizer", {"span": "minutes"}, r"'optimizer.span' is 'minutes'; valid: auto, epochs, budget"),
+    ("optimizer", {"span": "budget", "schedule": "poly"}, r"'optimizer.span' budget needs train.max_minutes and a poly or onecycle"),
     ("optimizer", {"ema": 1.5}, r"'optimizer.ema' is a momentum in \(0, 1\)"),
     ("optimizer", {"nesterov": True}, r"'optimizer.nesterov' applies to sgd only, not 'adam'"),
     ("loss", {"ohem_threshold": 0}, r"'loss.ohem_threshold' must be in \(0, 1\]"),

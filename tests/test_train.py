@@ -15,7 +15,7 @@ from segkit.models import batchnorm
 from segkit.workflows import config as config_lib
 from segkit.workflows import distribution, runs
 from segkit.workflows import train as train_module
-from training_support import brute_force_run_scores, prepared_synthetic, tiny_config, tiny_model
+from training_support import Killed, brute_force_run_scores, kill_at_commit, prepared_synthetic, tiny_config, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +77,6 @@ def test_same_config_and_seed_give_the_same_metrics(dataset, stand_in, tmp_path)
     assert other.metrics["miou"] != first.metrics["miou"]
 
 
-class _Killed(BaseException):
-    """Stands for SIGKILL: raised between writing a checkpoint and committing it."""
-
-
 @pytest.mark.parametrize("steps_per_epoch, augment", [(None, False), (2, True)], ids=["whole-epochs", "2-of-3-steps"])
 def test_a_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, stand_in, tmp_path, monkeypatch, recwarn,
                                                                      steps_per_epoch, augment):
@@ -88,17 +84,10 @@ def test_a_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, st
                          optimizer={"schedule": "poly", "name": "sgd", "learning_rate": 0.05})
     whole = _train(config, tmp_path / "whole")
 
-    real_write_state = runs.Run.write_state
-
-    def write_state_or_die(self, state):
-        if state["epoch"] == 3:
-            raise _Killed
-        real_write_state(self, state)
-
-    monkeypatch.setattr(runs.Run, "write_state", write_state_or_die)
-    with pytest.raises(_Killed):
+    commit = kill_at_commit(monkeypatch, 3)
+    with pytest.raises(Killed):
         _train(config, tmp_path / "killed")
-    monkeypatch.setattr(runs.Run, "write_state", real_write_state)
+    monkeypatch.setattr(runs.Run, "write_state", commit)
     (killed,) = (tmp_path / "killed").iterdir()
     state = json.loads((killed / "state.json").read_text())
     assert state["epoch"] == 2 and state["checkpoint"] == "last-0002.keras"

@@ -13,6 +13,7 @@ import pytest
 
 import segkit
 from segkit import data
+from segkit.workflows import runs
 from segkit.workflows import train as train_module
 
 SIZE = (32, 32)
@@ -25,6 +26,23 @@ def prepared_synthetic(root: Path, count: int = 16, seed: int = 0, size=SIZE, cl
     out = root / f"prepared-{count}-{seed}-{size[0]}x{size[1]}-{classes}"
     data.prepare("cityscapes-pairs", raw, out, classes=classes)
     return out
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: raised between writing a checkpoint and committing it."""
+
+
+def kill_at_commit(monkeypatch, epoch: int):
+    """Makes committing `epoch` (writing state.json) raise Killed; returns the real commit, to put back before resuming."""
+    commit = runs.Run.write_state
+
+    def write_state_or_die(self, state):
+        if state["epoch"] == epoch:
+            raise Killed
+        commit(self, state)
+
+    monkeypatch.setattr(runs.Run, "write_state", write_state_or_die)
+    return commit
 
 
 def tiny_config(data_path, **sections) -> dict:

@@ -18,6 +18,7 @@ from segkit.models import batchnorm
 from segkit.workflows import runs
 
 MONITOR = "val_miou"  # best.keras is the model with the highest validation mIoU
+clock = time.perf_counter  # the run's clock in seconds; tests put a fake one in its place
 
 
 class PreciseBatchNorm(keras.callbacks.Callback):
@@ -52,10 +53,10 @@ class RunRecorder(keras.callbacks.Callback):
         self._seconds_before = state["train_seconds"]
 
     def on_train_begin(self, logs=None):
-        self._session_start = time.perf_counter()
+        self._session_start = clock()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = clock()
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps = batch + 1
@@ -72,7 +73,7 @@ class RunRecorder(keras.callbacks.Callback):
             self.non_finite_at = self.non_finite_at or (epoch + 1, None)
             self.model.stop_training = True
             return  # nothing from this epoch is saved: the last good checkpoint stays the committed one
-        seconds = time.perf_counter() - self._epoch_start
+        seconds = clock() - self._epoch_start
         row = {"epoch": epoch + 1, "steps": self._steps, **_canonical(_scalars(logs)),
                "learning_rate": _learning_rate(self.model), "seconds": seconds}
         self._commit(row)
@@ -110,11 +111,63 @@ class RunRecorder(keras.callbacks.Callback):
         """Whether this session ended early: a non-finite loss or the time budget."""
         return self.non_finite_at is not None or self._over_budget()
 
+    def used_seconds(self) -> float:
+        """Training seconds of the run so far: earlier sessions and this one, validation and saving included."""
+        return self._seconds_before + self._elapsed()
+
     def _over_budget(self) -> bool:
-        return self.max_seconds is not None and self._seconds_before + self._elapsed() >= self.max_seconds
+        return self.max_seconds is not None and self.used_seconds() >= self.max_seconds
 
     def _elapsed(self) -> float:
-        return time.perf_counter() - self._session_start
+        return clock() - self._session_start
+
+
+class BudgetSpan(keras.callbacks.Callback):
+    """Moves the end of the learning-rate decay to the step where the time budget runs out (optimizer.span: budget).
+
+    Every UPDATE_EVERY steps and at each epoch end it sets the schedule's length `total_steps` (a variable
+    of the optimizer state, optim.schedule_length) to steps done + seconds left / seconds per step, bounded
+    by steps done + 1 and `max_steps` (train.epochs x steps per epoch). Seconds per step are measured on
+    `used_seconds` (RunRecorder.used_seconds: validation and saving included, so their share counts) since
+    the SETTLE-th step of this fit, the first ones being slowed by tracing and compilation. A resumed run
+    continues from the length its checkpoint saved and the seconds state.json recorded; being driven by
+    the clock, it is not bit-exact with an uninterrupted run (epoch-spanned schedules are).
+    """
+
+    SETTLE, UPDATE_EVERY = 3, 20
+
+    def __init__(self, total_steps: keras.Variable, max_steps: int, max_seconds: float, used_seconds):
+        super().__init__()
+        self.total_steps, self.max_steps, self.max_seconds, self.used_seconds = total_steps, max_steps, max_seconds, used_seconds
+        self._steps = self._fit_steps = 0
+        self._reference = None  # (seconds used, steps done) after SETTLE steps of this fit
+
+    def on_train_begin(self, logs=None):
+        self._steps = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self._fit_steps, self._reference = 0, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        self._fit_steps += 1
+        if self._fit_steps == self.SETTLE:
+            self._reference = (self.used_seconds(), self._steps)
+        elif self._fit_steps > self.SETTLE and (self._fit_steps - self.SETTLE) % self.UPDATE_EVERY == 0:
+            self._update()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._update()  # before RunRecorder saves the checkpoint, which then holds the new length
+
+    def _update(self) -> None:
+        if self._reference is None or self._steps == self._reference[1]:
+            return
+        used = self.used_seconds()
+        per_step = (used - self._reference[0]) / (self._steps - self._reference[1])
+        if per_step <= 0:
+            return
+        total = self._steps + max(1.0, (self.max_seconds - used) / per_step)
+        if hasattr(self.model, "jax_state_sync"):  # JAX trains on a copy of the state: put it back, then change it
+            self.model.jax_state_sync()
+        self.total_steps.assign(float(min(round(total), self.max_steps)))
 
 
 class EmaWeights(keras.callbacks.Callback):

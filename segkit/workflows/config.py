@@ -27,6 +27,7 @@ DATA_FORMATS = (*READER_FORMATS, SYNTHETIC)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "poly", "onecycle")
+SPANS = ("auto", "epochs", "budget")
 JIT_COMPILE = ("auto", True, False)
 CLASS_WEIGHTS = ("median", "inverse")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker_mirrored", "data_parallel")
@@ -107,9 +108,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "optimizer": {
         "name": Field("adam", _STR, "optimizer", OPTIMIZERS),
         "learning_rate": Field(1e-3, _FLOAT, "initial learning rate"),
-        "schedule": Field("constant", _STR, "learning-rate schedule over train.epochs x steps per epoch (not shortened by "
-                          "train.max_minutes): poly: lr * (1 - t)^power; onecycle: from lr/25 up over the warm-up, cosine down to 0", SCHEDULES),
-        "warmup": Field(0.0, _FLOAT, "share of the schedule's steps spent on a linear warm-up to learning_rate (0: none)"),
+        "schedule": Field("constant", _STR, "learning-rate schedule over optimizer.span: poly: lr * (1 - t)^power; "
+                          "onecycle: from lr/25 up over the warm-up, cosine down to 0", SCHEDULES),
+        "span": Field("auto", _STR, "what the poly/onecycle decay spans: epochs: train.epochs x steps per epoch (exact under "
+                      "resume); budget: ends at the step where train.max_minutes runs out, its length re-estimated from the "
+                      "measured step time (at most train.epochs); auto: budget when train.max_minutes is set", SPANS),
+        "warmup": Field(0.0, _FLOAT, "share of train.epochs x steps per epoch spent on a linear warm-up to learning_rate (0: none)"),
         "power": Field(0.9, _FLOAT, "exponent of the poly schedule"),
         "weight_decay": Field(None, _FLOAT, "decoupled weight decay (adamw, sgd)", nullable=True),
         "momentum": Field(0.9, _FLOAT, "SGD momentum"),
@@ -375,6 +379,8 @@ def _check_levers(config: dict, where: str) -> None:
         raise SegkitError(f"{where}: 'optimizer.warmup' is a share of the steps in [0, 1), got {opt['warmup']!r}")
     if opt["schedule"] == "onecycle" and opt["warmup"] == 0:
         raise SegkitError(f"{where}: 'optimizer.schedule' onecycle needs a rising phase: set optimizer.warmup > 0 (e.g. 0.3)")
+    if opt["span"] == "budget" and (train["max_minutes"] is None or opt["schedule"] == "constant"):
+        raise SegkitError(f"{where}: 'optimizer.span' budget needs train.max_minutes and a poly or onecycle optimizer.schedule")
     if opt["ema"] is not None and not 0 < opt["ema"] < 1:
         raise SegkitError(f"{where}: 'optimizer.ema' is a momentum in (0, 1), e.g. 0.999, got {opt['ema']!r}")
     if opt["nesterov"] and opt["name"] != "sgd":

@@ -3,6 +3,7 @@
 import dataclasses
 import importlib.util
 import shutil
+import warnings
 
 import keras
 import numpy as np
@@ -13,7 +14,7 @@ from segkit.errors import SegkitError, first_line
 from segkit.models import batchnorm
 from segkit.workflows import config as config_lib
 from segkit.workflows import datasets, distribution, optim, run_report, runs
-from segkit.workflows.callbacks import EmaWeights, PreciseBatchNorm, RunRecorder
+from segkit.workflows.callbacks import BudgetSpan, EmaWeights, PreciseBatchNorm, RunRecorder
 
 
 def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto") -> runs.Run:
@@ -85,14 +86,13 @@ def _fit(cfg, open_run, data, verbose) -> runs.Run:
         # Crops train at other sizes than validation: the model then takes any size.
         model = build_model(cfg, data.num_classes, (None, None) if training_sizes(cfg) else data.train.image_size)
         _check_training_sizes(cfg, model)  # crops the model cannot take, before a run folder exists
-        _compile(model, cfg, data, total_steps=steps * train_cfg["epochs"])
+        budget = optim.spans_budget(cfg)
+        _compile(model, cfg, data, total_steps=steps * train_cfg["epochs"], budget=budget)
         run = open_run()  # only now: a config the model or its weights reject leaves no orphan run folder
         print(f"run folder: {run.path}")
         state = run.state
         runs.write_json(run.file(runs.DATASET), data.describe())
-        if train_cfg["max_minutes"] is not None and cfg["optimizer"]["schedule"] != "constant":
-            print(f"note: the {cfg['optimizer']['schedule']} learning rate spans train.epochs={train_cfg['epochs']} "
-                  f"({steps * train_cfg['epochs']} steps); train.max_minutes may stop training before it ends")
+        _print_span(cfg, steps, budget)
         if state["checkpoint"] is not None:
             _restore(model, run.last_checkpoint())
             print(f"resuming after epoch {state['epoch']} from {run.last_checkpoint().name}")
@@ -100,10 +100,13 @@ def _fit(cfg, open_run, data, verbose) -> runs.Run:
         aux = isinstance(model.output, dict)
         recorder = None
         # One fit per training size: Keras fixes a dataset's batch shape when fit starts.
+        max_seconds = None if train_cfg["max_minutes"] is None else 60 * train_cfg["max_minutes"]
         for first, last, crop in stages(cfg, state["epoch"]):
             recorder = RunRecorder(run, models.without_aux(model), state if recorder is None else recorder.state,
-                                   max_seconds=None if train_cfg["max_minutes"] is None else 60 * train_cfg["max_minutes"],
-                                   evaluation_weights=ema[0].swapped if ema else None)
+                                   max_seconds=max_seconds, evaluation_weights=ema[0].swapped if ema else None)
+            # Before the recorder: the checkpoint it saves at an epoch's end holds the schedule length just estimated.
+            span = [BudgetSpan(optim.schedule_length(model.optimizer), steps * train_cfg["epochs"], max_seconds,
+                               recorder.used_seconds)] if budget else []
             if crop is not None and train_cfg["progressive"] is not None:
                 print(f"epochs {first + 1}-{last}: training on {crop[0]}x{crop[1]} crops")
                 # A new train function traces at the stage's size; retracing the old one would relax H and W to
@@ -115,7 +118,7 @@ def _fit(cfg, open_run, data, verbose) -> runs.Run:
                 epochs=last,
                 initial_epoch=first,
                 # EMA swaps its weights in before precise BN re-estimates the statistics for them.
-                callbacks=[*ema, *_precise_bn(cfg, data.train), recorder, *_tensorboard(run)],
+                callbacks=[*ema, *_precise_bn(cfg, data.train), *span, recorder, *_tensorboard(run)],
                 shuffle=False,  # the loader shuffles from (seed, epoch); Keras' own batch shuffle would not survive a resume
                 verbose=verbose,
             )
@@ -130,6 +133,17 @@ def _fit(cfg, open_run, data, verbose) -> runs.Run:
                           "lower optimizer.learning_rate or check the data")
     run.write_state({**recorder.state, "status": "finished"})
     return run
+
+
+def _print_span(cfg, steps, budget) -> None:
+    schedule, epochs, minutes = cfg["optimizer"]["schedule"], cfg["train"]["epochs"], cfg["train"]["max_minutes"]
+    if budget:
+        print(f"the {schedule} learning rate decays to its end where train.max_minutes={minutes:g} runs out "
+              f"(optimizer.span: budget): its length is re-estimated from the measured step time, "
+              f"at most train.epochs={epochs} ({steps * epochs} steps)")
+    elif minutes is not None and schedule != "constant":
+        print(f"note: the {schedule} learning rate spans train.epochs={epochs} ({steps * epochs} steps, optimizer.span: "
+              f"epochs); train.max_minutes={minutes:g} may stop training before it ends")
 
 
 def training_sizes(cfg) -> list:
@@ -193,7 +207,7 @@ def model_stats_for_config(config, num_classes: int) -> dict:
     return {**models.model_stats(build_model(plain, num_classes, size)), "size": size}
 
 
-def _compile(model, cfg, data, total_steps) -> None:
+def _compile(model, cfg, data, total_steps, budget=False) -> None:
     weights = None
     if cfg["loss"]["class_weights"] is not None:
         share = datasets.class_pixel_share(data.train, data.num_classes)
@@ -201,7 +215,7 @@ def _compile(model, cfg, data, total_steps) -> None:
     loss = losses.get(cfg["loss"]["name"], num_classes=data.num_classes, class_weights=weights, ignore_index=data_lib.IGNORE_INDEX,
                       ohem_threshold=cfg["loss"]["ohem_threshold"], ohem_min_kept=cfg["loss"]["ohem_min_kept"])
     miou = metrics.MeanIoU(data.num_classes, ignore_index=data_lib.IGNORE_INDEX, name="miou")
-    optimizer = optim.build(cfg["optimizer"], total_steps)
+    optimizer = optim.build(cfg["optimizer"], total_steps, budget=budget)
     jit = cfg["train"]["jit_compile"]
     if isinstance(model.output, dict):
         model.compile(optimizer, loss={"logits": loss, "aux_logits": loss},
@@ -210,13 +224,20 @@ def _compile(model, cfg, data, total_steps) -> None:
         model.compile(optimizer, loss=loss, metrics=[miou], jit_compile=jit)
 
 
+_OPTIMIZER_MISFIT = "Skipping variable loading for optimizer"  # Keras' warning; it then starts the optimizer afresh
+
+
 def _restore(model, checkpoint) -> None:
-    """Loads weights and optimizer state (step count, moments; the schedule follows the step count)."""
+    """Loads weights and optimizer state (step count, moments, a budget-spanned schedule's length)."""
     model.optimizer.build(model.trainable_variables)
     try:
-        model.load_weights(checkpoint)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=_OPTIMIZER_MISFIT)
+            model.load_weights(checkpoint)
     except Exception as err:  # noqa: BLE001 -- Keras raises many types for a damaged or foreign file
-        raise SegkitError(f"checkpoint {checkpoint} cannot be loaded into this run's model: {first_line(err)}") from None
+        # e.g. a timed run begun before optimizer.span made the schedule's length part of the optimizer state
+        why = "its optimizer state does not fit this run's optimizer" if _OPTIMIZER_MISFIT in str(err) else first_line(err)
+        raise SegkitError(f"checkpoint {checkpoint} cannot be loaded into this run's model: {why}") from None
 
 
 def _loader(cfg, split, *, shuffle, crop=None):
