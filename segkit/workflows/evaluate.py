@@ -3,28 +3,49 @@
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from segkit import data as data_lib
 from segkit import files, metrics, models
 from segkit.errors import SegkitError
 from segkit.workflows import datasets
 from segkit.workflows.loading import load_model, num_classes_of, window_for
 
 
-def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=None) -> np.ndarray:
-    """The int64 confusion matrix of `model` over dataset items `indices`, images of any size.
+def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=None, input_size=None) -> np.ndarray:
+    """The int64 confusion matrix of `model` over dataset items `indices`, scored at the masks' size.
 
-    Smaller images are padded to the model's input and cropped back (segkit.models.predict_probabilities); larger ones
-    are predicted in overlapping tiles of the model's input size.
+    input_size: None feeds the images as they are: smaller ones are padded to the model's input and cropped back
+    (segkit.models.predict_probabilities), larger ones predicted in overlapping tiles of the model's input size.
+    (H, W) feeds them resized to that size (the size the model was trained at) and scores the probabilities
+    resized back to the masks' size (see `probabilities_at`).
     """
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     order = np.sort(np.asarray(indices))  # sorted reads are sequential on a memory-mapped cache
-    window = window_for(model, images.shape[1:3])
+    window = window_for(model, input_size or images.shape[1:3])
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        probs = models.predict_probabilities(model, np.asarray(images[chunk]), tta=tta, window=window, batch_size=batch_size)
+        probs = probabilities_at(model, np.asarray(images[chunk]), input_size=input_size, tta=tta, window=window,
+                                 batch_size=batch_size)
         cm += metrics.confusion_matrix(np.asarray(masks[chunk]), probs.argmax(-1), num_classes)
     return cm
+
+
+def probabilities_at(model, images, *, input_size=None, tta=None, window=None, batch_size=8) -> np.ndarray:
+    """Class probabilities (B, H, W, C) of images (B, H, W, 3) at their own size, the model fed at `input_size`.
+
+    The images are resized to `input_size` (H, W) as data preparation resizes photos (segkit.data.resize_image),
+    so a model sees what it was trained on; its probabilities are resized back bilinearly before any argmax.
+    None, or the images' own size, feeds them unchanged.
+    """
+    size = images.shape[1:3]
+    if input_size is None or tuple(input_size) == tuple(size):
+        return models.predict_probabilities(model, images, tta=tta, window=window, batch_size=batch_size)
+    fed = np.stack([data_lib.resize_image(image, input_size) for image in images])
+    probs = models.predict_probabilities(model, fed, tta=tta, window=window, batch_size=batch_size)
+    # cv2 resizes up to 512 channels at once; masks are uint8 with 255 = ignore, so there are at most 255 classes.
+    return np.stack([cv2.resize(p, (size[1], size[0]), interpolation=cv2.INTER_LINEAR).reshape(*size, -1) for p in probs])
 
 
 def summarize(cm: np.ndarray, classes) -> dict:
