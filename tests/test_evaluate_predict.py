@@ -293,3 +293,18 @@ def test_confusion_fed_at_a_smaller_size_matches_resize_predict_upsample_by_hand
     near_ties = int(np.sum((top_two[..., 1] - top_two[..., 0] < 1e-5) & (masks[items] != 255)))
     assert np.abs(cm - expected).sum() <= 2 * near_ties and cm.sum() == expected.sum()
     assert len(np.unique(pred)) > 1  # the case has class borders for the upsampling to move
+
+
+def test_evaluate_feeds_the_model_at_its_training_size_and_scores_at_the_labels_size(trained, tmp_path):
+    run, _ = trained
+    larger = prepared_synthetic(tmp_path, count=4, size=(64, 64))
+    result = segkit.evaluate(run.path, larger, input_size=(32, 32), verbose=False)
+    prepared = data.load_prepared(larger)
+    shrunk = np.stack([cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA) for image in np.asarray(prepared.images)])
+    logits = keras.ops.convert_to_numpy(keras.saving.load_model(run.path / "best.keras")(shrunk.astype("float32")))
+    pred = upsample_bilinear(softmax(logits.astype(np.float64)), (64, 64)).argmax(-1)
+    assert result["miou"] == pytest.approx(brute_force_iou(np.asarray(prepared.masks), pred, 19)[1], abs=1e-12)
+    assert result["input_size"] == [32, 32]
+    for bad in ((32,), (0, 32), (32.5, 32), "32x32"):
+        with pytest.raises(SegkitError, match="input size must be two positive integers"):
+            segkit.evaluate(run.path, larger, input_size=bad, verbose=False)

@@ -63,9 +63,11 @@ def summarize(cm: np.ndarray, classes) -> dict:
 
 
 def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=None, json_path=None,
-             batch_size=8, cache="data/prepared", verbose=True) -> dict:
+             batch_size=8, cache="data/prepared", input_size=None, verbose=True) -> dict:
     """Scores the model at `model_path` (a run folder or .keras file) on dataset `data` (prepared folder, or raw with `format`).
 
+    input_size: (H, W) feeds the model the images resized to it (the size it was trained at) and scores
+    at the labels' own size (see `confusion`); None feeds them as they are.
     Returns the metrics.json-style dict (miou, pixel_accuracy, mean_accuracy, fw_iou, per_class_iou,
     confusion_matrix); prints the per-class table when `verbose`; writes the dict to `json_path` if given.
     """
@@ -73,21 +75,31 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
         raise SegkitError(f"tta={tta!r} is not supported; use flip or none")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SegkitError(f"batch size must be a positive integer, got {batch_size!r}")
+    if input_size is not None and not _is_size(input_size):
+        raise SegkitError(f"input size must be two positive integers (H, W), got {input_size!r}")
     if json_path is not None and not Path(json_path).parent.is_dir():
         raise SegkitError(f"--json {json_path}: folder {Path(json_path).parent} does not exist")
     net, _ = load_model(model_path)
     dataset, path = datasets.open_dataset(data, format=format, split=split, classes=classes, cache=cache)
     datasets.check_num_classes(num_classes_of(net), len(dataset.classes), model_path, path)
     count = int(dataset.images.shape[0])
+    input_size = None if input_size is None else tuple(int(v) for v in input_size)
     cm = confusion(net, dataset.images, dataset.masks, np.arange(count), num_classes=len(dataset.classes),
-                   batch_size=batch_size, tta=tta)
-    result = {"model": str(model_path), "data": str(path), "num_items": count, "tta": tta, **summarize(cm, dataset.classes)}
+                   batch_size=batch_size, tta=tta, input_size=input_size)
+    result = {"model": str(model_path), "data": str(path), "num_items": count, "tta": tta,
+              "input_size": list(input_size or dataset.images.shape[1:3]), **summarize(cm, dataset.classes)}
     if verbose:
         print(metrics.per_class_table(cm, dataset.classes).to_string(float_format=lambda v: f"{v:.4f}"))
-        print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  ({count} images, {path})")
+        fed = f", fed at {input_size[0]}x{input_size[1]}" if input_size else ""
+        print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  ({count} images, {path}{fed})")
     if json_path is not None:
         files.write_text(json_path, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _is_size(value) -> bool:
+    return (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value))
 
 
 def _or_none(value):
