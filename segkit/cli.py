@@ -59,7 +59,7 @@ def _evaluate(args):
     import segkit
 
     segkit.evaluate(args.model_path, args.data, format=args.format, split=args.split, classes=args.classes, tta=args.tta,
-                    json_path=args.json, batch_size=args.batch_size)
+                    json_path=args.json, batch_size=args.batch_size, input_size=args.input_size)
 
 
 def _predict(args):
@@ -102,6 +102,8 @@ def _add_model_commands(sub):
     p.add_argument("--tta", choices=("flip",), help="average with the horizontally flipped prediction")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="feed the model the images resized to H x W (its training size) and score at the labels' own size")
     p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("predict", help="colour masks and overlays for images of any size")

@@ -1,5 +1,6 @@
 """segkit.compare: the table and report hold each run's own numbers, re-scored on common items when needed."""
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -7,8 +8,10 @@ import pytest
 import segkit
 from segkit import data
 from segkit.errors import SegkitError
+from segkit.workflows import compare as compare_module
 from segkit.workflows import config, runs
-from training_support import brute_force_iou, predict_classes, prepared_synthetic, tiny_config, tiny_model, train_with_stand_in
+from training_support import (brute_force_iou, predict_classes, prepared_synthetic, softmax, tiny_config, tiny_model,
+                              train_with_stand_in, upsample_bilinear)
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +74,59 @@ def test_unfinished_runs_and_runs_on_other_classes_are_refused(three_runs, tmp_p
     with pytest.raises(SegkitError, match="predict different classes"):
         segkit.compare([a.path, other], out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def sized_runs(tmp_path_factory):
+    """Runs on one raw folder of 64x64 pairs holding out the same seeded items: prepared at 32x32 (twice, in two
+    caches) and at 64x64."""
+    root = tmp_path_factory.mktemp("sizes")
+    raw = root / "raw"
+    data.write_synthetic(raw, 16, seed=0, size=(64, 64))
+
+    def run(name, size, cache, **sections):
+        spec = {"format": "cityscapes-pairs", "size": list(size), "cache": str(root / cache)}
+        return train_with_stand_in(tiny_config(raw, name=name, data=spec, **sections), root / "runs")
+
+    small = run("small", (32, 32), "cache-a")
+    large = run("large", (64, 64), "cache-a")
+    small_elsewhere = run("small2", (32, 32), "cache-b", optimizer={"learning_rate": 0.003})
+    return small, large, small_elsewhere
+
+
+def test_runs_at_different_sizes_are_scored_on_the_largest_labels_each_fed_at_its_size(sized_runs, tmp_path, monkeypatch):
+    small, large, _ = sized_runs
+    assert small.dataset["val"]["path"] != large.dataset["val"]["path"]
+    fed_for_latency = []
+    monkeypatch.setattr(compare_module, "_latency_ms", lambda model, split, size: fed_for_latency.append(size) or 1.0)
+    result = segkit.compare([small.path, large.path], out=tmp_path)
+    table = result["table"]
+    assert table["input size"].tolist() == ["32x32", "64x64"] and fed_for_latency == [(32, 32), (64, 64)]
+    reference = data.load_prepared(large.dataset["val"]["path"])
+    items = np.sort(large.dataset["val"]["indices"])
+    assert items.tolist() == sorted(small.dataset["val"]["indices"])
+    images, truth = np.asarray(reference.images[items]), np.asarray(reference.masks[items])
+    small_model = keras.saving.load_model(small.path / "best.keras")
+    shrunk = np.stack([cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA) for image in images])
+    logits = keras.ops.convert_to_numpy(small_model(shrunk.astype("float32"), training=False))
+    small_pred = upsample_bilinear(softmax(logits.astype(np.float64)), (64, 64)).argmax(-1)
+    assert table.loc["small", "mIoU"] == pytest.approx(brute_force_iou(truth, small_pred, 19)[1], abs=1e-12)
+    assert table.loc["small", "mIoU"] != small.metrics["miou"]  # its own 32x32 labels gave another score
+    large_pred = predict_classes(keras.saving.load_model(large.path / "best.keras"), images)
+    assert table.loc["large", "mIoU"] == large.metrics["miou"] == pytest.approx(brute_force_iou(truth, large_pred, 19)[1])
+    report = (tmp_path / "report.md").read_text()
+    assert "scored at 64x64 labels" in report and "small 32x32, large 64x64" in report
+    # the order of the runs does not change the judging
+    again = segkit.compare([large.path, small.path], out=tmp_path / "again", latency=False)["table"]
+    assert again.loc["small", "mIoU"] == table.loc["small", "mIoU"]
+
+
+def test_runs_on_the_same_items_and_size_in_different_caches_keep_their_metrics(sized_runs, tmp_path, monkeypatch):
+    small, _, small_elsewhere = sized_runs
+    assert small.dataset["val"]["path"] != small_elsewhere.dataset["val"]["path"]
+    monkeypatch.setattr(compare_module.evaluate, "confusion", lambda *a, **k: pytest.fail("re-evaluated"))
+    table = segkit.compare([small.path, small_elsewhere.path], out=tmp_path, latency=False)["table"]
+    assert table["mIoU"].tolist() == [small.metrics["miou"], small_elsewhere.metrics["miou"]]
+    assert table["pixel accuracy"].tolist() == [small.metrics["pixel_accuracy"], small_elsewhere.metrics["pixel_accuracy"]]
+    assert table["input size"].tolist() == ["32x32", "32x32"]
+    assert "all were validated on the same items" in (tmp_path / "report.md").read_text()

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 import segkit
-from segkit import data
+from segkit import data, models
 from segkit.errors import SegkitError
-from training_support import brute_force_iou, predict_classes, prepared_synthetic, tiny_config, train_with_stand_in
+from segkit.workflows import evaluate
+from training_support import (brute_force_confusion, brute_force_iou, predict_classes, prepared_synthetic, softmax,
+                              tiny_config, train_with_stand_in, upsample_bilinear)
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +252,59 @@ def test_cli_predict_skip_bad_and_one_line_errors(trained, tmp_path, capsys):
         assert cli.main(["evaluate", str(run.path), "--data", str(trained[1]), *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("segkit: error: ") and err.count("\n") == 1
+
+
+def _halvable_images(rng, count, size):
+    """uint8 images whose 2x2 blocks average to whole numbers: base value +d, -d, +e, -e. Area shrinking by 2 is exact."""
+    half = (size[0] // 2, size[1] // 2)
+    base = rng.integers(40, 216, (count, *half, 3))
+    d, e = rng.integers(-40, 40, (2, count, *half, 3))
+    images = np.empty((count, *size, 3), np.int64)
+    images[:, 0::2, 0::2], images[:, 0::2, 1::2] = base + d, base - d
+    images[:, 1::2, 0::2], images[:, 1::2, 1::2] = base + e, base - e
+    return images.astype(np.uint8), base
+
+
+def _channel_model():
+    """Hand-made: a 32x32-input model whose three class logits are the image's R, G, B over 32."""
+    inputs = keras.Input((32, 32, 3))
+    return keras.Model(inputs, keras.layers.Rescaling(1 / 32)(inputs))
+
+
+@pytest.mark.parametrize("make_model", [_channel_model,
+                                        lambda: models.build("fastscnn", num_classes=3, input_shape=(32, 32, 3))],
+                         ids=["hand-made", "fastscnn"])
+def test_confusion_fed_at_a_smaller_size_matches_resize_predict_upsample_by_hand(make_model):
+    rng = np.random.default_rng(3)
+    keras.utils.set_random_seed(3)
+    model = make_model()
+    images, halved = _halvable_images(rng, 3, (64, 64))
+    masks = rng.integers(0, 3, (3, 64, 64)).astype(np.uint8)
+    masks[:, :4] = 255
+    items = np.array([2, 0])
+    logits = keras.ops.convert_to_numpy(model(halved[items].astype("float32"), training=False))
+    probs = upsample_bilinear(softmax(logits.astype(np.float64)), (64, 64))
+    np.testing.assert_allclose(evaluate.probabilities_at(model, images[items], input_size=(32, 32)), probs, atol=1e-5)
+    pred = probs.argmax(-1)
+    expected = brute_force_confusion(masks[items], pred, 3)
+    cm = evaluate.confusion(model, images, masks, items, num_classes=3, batch_size=1, input_size=(32, 32))
+    # float32 against float64 may flip a pixel whose two best classes are within rounding of each other, no more
+    top_two = np.sort(probs, axis=-1)[..., -2:]
+    near_ties = int(np.sum((top_two[..., 1] - top_two[..., 0] < 1e-5) & (masks[items] != 255)))
+    assert np.abs(cm - expected).sum() <= 2 * near_ties and cm.sum() == expected.sum()
+    assert len(np.unique(pred)) > 1  # the case has class borders for the upsampling to move
+
+
+def test_evaluate_feeds_the_model_at_its_training_size_and_scores_at_the_labels_size(trained, tmp_path):
+    run, _ = trained
+    larger = prepared_synthetic(tmp_path, count=4, size=(64, 64))
+    result = segkit.evaluate(run.path, larger, input_size=(32, 32), verbose=False)
+    prepared = data.load_prepared(larger)
+    shrunk = np.stack([cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA) for image in np.asarray(prepared.images)])
+    logits = keras.ops.convert_to_numpy(keras.saving.load_model(run.path / "best.keras")(shrunk.astype("float32")))
+    pred = upsample_bilinear(softmax(logits.astype(np.float64)), (64, 64)).argmax(-1)
+    assert result["miou"] == pytest.approx(brute_force_iou(np.asarray(prepared.masks), pred, 19)[1], abs=1e-12)
+    assert result["input_size"] == [32, 32]
+    for bad in ((32,), (0, 32), (32.5, 32), "32x32"):
+        with pytest.raises(SegkitError, match="input size must be two positive integers"):
+            segkit.evaluate(run.path, larger, input_size=bad, verbose=False)

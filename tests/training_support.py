@@ -103,3 +103,26 @@ def train_with_stand_in(config, runs_dir):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train_module, "build_model", tiny_model)
         return segkit.train(config, runs_dir=runs_dir, verbose=0)
+
+
+def upsample_bilinear(maps: np.ndarray, size) -> np.ndarray:
+    """(B, h, w, C) resized to (B, *size, C) by a numpy loop-free bilinear with half-pixel centres, clamped at the edges."""
+
+    def taps(out_len, in_len):
+        src = np.clip((np.arange(out_len) + 0.5) * in_len / out_len - 0.5, 0, in_len - 1)
+        low = np.floor(src).astype(int)
+        return low, np.minimum(low + 1, in_len - 1), src - low
+
+    (r0, r1, wr), (c0, c1, wc) = taps(size[0], maps.shape[1]), taps(size[1], maps.shape[2])
+    rows = maps[:, r0] * (1 - wr)[None, :, None, None] + maps[:, r1] * wr[None, :, None, None]
+    return rows[:, :, c0] * (1 - wc)[None, None, :, None] + rows[:, :, c1] * wc[None, None, :, None]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def brute_force_confusion(truth: np.ndarray, pred: np.ndarray, num_classes: int, ignore: int = 255) -> np.ndarray:
+    keep = truth != ignore
+    return np.bincount(truth[keep].astype(int) * num_classes + pred[keep], minlength=num_classes**2).reshape(num_classes, num_classes)

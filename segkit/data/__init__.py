@@ -2,7 +2,7 @@
 
 import importlib
 
-from segkit.data.cache import PreparedDataset, format_summary, load_prepared, prepare  # noqa: F401
+from segkit.data.cache import PreparedDataset, format_summary, load_prepared, prepare, resize_image  # noqa: F401
 from segkit.data.download import download  # noqa: F401
 from segkit.data.palette import IGNORE_INDEX  # noqa: F401
 from segkit.data.readers import FORMATS, Reader, open_reader, read_image, read_index_mask  # noqa: F401

@@ -101,14 +101,19 @@ def _is_segkit_manifest(path: Path) -> bool:
     return isinstance(manifest, dict) and isinstance(manifest.get(_VERSION_KEY), int)
 
 
-def _resize(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]):
+def resize_image(image: np.ndarray, size) -> np.ndarray:
+    """An RGB photo resized to `size` (H, W) as `prepare` resizes them: area when shrinking, linear when growing."""
     height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def _resize(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]):
     if image.shape[:2] == size:
         return image, mask
-    shrinking = height * width < image.shape[0] * image.shape[1]
-    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-    return image, mask
+    return resize_image(image, size), cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
 def _write_cache(reader: Reader, folder: Path, size: tuple[int, int] | None) -> dict:

@@ -1,8 +1,10 @@
 """`segkit.compare`: finished runs side by side in one report (report.md + PNG figures).
 
-Scores come from each run's metrics.json when all runs were validated on the same items, else
-every model is evaluated again on the first run's validation split, so the table always compares
-like with like. Latency is measured here, on this machine, one image at a time.
+Scores come from each run's metrics.json when all runs were validated on the same items at the same
+size. Runs validated on the same raw items prepared at different sizes are judged at the largest size's
+labels, each model fed the images at the size it was trained at (`evaluate.probabilities_at`). Runs
+validated on different items are all evaluated again on the first run's validation split. So the table
+always compares like with like. Latency is measured here, on this machine, one image at a time.
 """
 
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from segkit import data as data_lib
 from segkit import files, models, viz
 from segkit.errors import SegkitError
 from segkit.workflows import evaluate, loading, run_report, runs
@@ -29,14 +32,13 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     entries = [_load(path) for path in run_dirs]
     _name_uniquely(entries)
     _check_same_classes(entries)
-    split = run_report.validation_split(entries[0]["run"])
-    same_items = all(_same_validation(entries[0], entry) for entry in entries)
+    split, protocol = _judging_split(entries)
     for entry in entries:
-        if not same_items:
+        if entry["rescore"]:
             cm = evaluate.confusion(entry["model"], split.dataset.images, split.dataset.masks, split.indices,
-                                    num_classes=len(entry["classes"]))
+                                    num_classes=len(entry["classes"]), input_size=entry["input_size"])
             entry["metrics"] = evaluate.summarize(cm, entry["classes"])
-        entry["latency_ms"] = _latency_ms(entry["model"], split) if latency else float("nan")
+        entry["latency_ms"] = _latency_ms(entry["model"], split, entry["input_size"]) if latency else float("nan")
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +46,8 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     per_class = pd.DataFrame({e["name"]: pd.Series(e["metrics"]["per_class_iou"], dtype=float) for e in entries})
     classes = entries[0]["classes"]
     colors = np.asarray(entries[0]["dataset"]["colors"], dtype=np.uint8)
-    images, truth, predicted = run_report.predicted_samples(split, {e["name"]: e["model"] for e in entries})
+    images, truth, predicted = run_report.predicted_samples(split, {e["name"]: e["model"] for e in entries},
+                                                            input_sizes={e["name"]: e["input_size"] for e in entries})
     figures = {
         "class_iou.png": viz.plot_class_iou({e["name"]: per_class[e["name"]].to_numpy() for e in entries}, classes),
         "learning_curves.png": viz.plot_learning_curves({e["name"]: e["history"] for e in entries}),
@@ -55,7 +58,7 @@ def compare(run_dirs, *, out, latency=True) -> dict:
         figures[f"confusion_{entry['name']}.png"] = viz.plot_confusion(cm, classes, title=entry["name"])
     for name, fig in figures.items():
         run_report.save_figure(fig, out / name)
-    text = _markdown(entries, table, per_class, figures, split, same_items)
+    text = _markdown(entries, table, per_class, figures, split, protocol)
     files.write_text(out / "report.md", text)
     print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"report: {out / 'report.md'}")
@@ -96,13 +99,53 @@ def _check_same_classes(entries) -> None:
                               "compare needs runs on the same classes")
 
 
-def _same_validation(first, entry) -> bool:
-    return first["dataset"]["val"] == entry["dataset"]["val"]
+def _judging_split(entries):
+    """(the split every run is scored on, how the scores were made); sets each entry's input_size and rescore."""
+    sources = [_validation_source(e) for e in entries]
+    if any(source["items"] != sources[0]["items"] for source in sources):
+        split = run_report.validation_split(entries[0]["run"])
+        for entry in entries:
+            entry.update(input_size=split.image_size, rescore=True)
+        return split, "evaluating every model again on the first run's validation split"
+    # The largest prepared size keeps the most label detail: every run is judged on its masks.
+    largest = max(range(len(entries)), key=lambda i: np.prod(sources[i]["size"] or (0,)))
+    split = run_report.validation_split(entries[largest]["run"])
+    for entry, source in zip(entries, sources):
+        input_size = tuple(entry["dataset"]["image_size"])
+        entry.update(input_size=input_size, rescore=not source["size"] == input_size == split.image_size)
+    if not any(entry["rescore"] for entry in entries):
+        return split, "each run's metrics.json (all were validated on the same items)"
+    fed = ", ".join(f"{e['name']} {_size_text(e['input_size'])}" for e in entries)
+    return split, (f"the same validation items prepared at different sizes, scored at {_size_text(split.image_size)} labels; "
+                   f"each model fed at its trained size: {fed} (images resized as data preparation resizes them, "
+                   "class probabilities resized back bilinearly)")
 
 
-def _latency_ms(model, split) -> float:
-    """Median wall time of segkit.models.predict_probabilities on one validation image (after one warm-up call)."""
-    image = np.asarray(split.dataset.images[int(split.indices[0])])
+def _validation_source(entry) -> dict:
+    """What a run was validated on: {"items": the raw items' identity, "size": the prepared (H, W) or None}.
+
+    Items are the same when the caches were prepared from the same source, format and split and the
+    validation indices name the same items; a cache that is gone matches only its own folder and indices.
+    """
+    val = entry["dataset"]["val"]
+    try:
+        manifest = data_lib.load_prepared(val["path"]).manifest
+    except SegkitError:
+        manifest = {}
+    if manifest.get("source") is None:
+        return {"items": (val["path"], tuple(val["indices"])), "size": None}
+    names = tuple(manifest["items"][i] for i in val["indices"])
+    return {"items": (manifest["source"], manifest["format"], manifest.get("split"), names),
+            "size": tuple(manifest["image_size"])}
+
+
+def _size_text(size) -> str:
+    return "x".join(str(v) for v in size)
+
+
+def _latency_ms(model, split, input_size) -> float:
+    """Median wall time of segkit.models.predict_probabilities on one validation image at `input_size` (after one warm-up call)."""
+    image = data_lib.resize_image(np.asarray(split.dataset.images[int(split.indices[0])]), input_size)
     models.predict_probabilities(model, image)
     times = []
     for _ in range(LATENCY_REPEATS):
@@ -119,6 +162,7 @@ def _table(entries) -> pd.DataFrame:
         rows.append({
             "run": e["name"],
             "model": f"{e['config']['model']['name']}-{e['config']['model']['encoder']}",
+            "input size": _size_text(e["input_size"]),
             "mIoU": e["metrics"]["miou"],
             "pixel accuracy": e["metrics"]["pixel_accuracy"],
             "params (M)": stats["params"] / 1e6,
@@ -130,17 +174,15 @@ def _table(entries) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("run")
 
 
-def _markdown(entries, table, per_class, figures, split, same_items) -> str:
-    size = "x".join(str(v) for v in split.image_size)
-    where = ("each run's metrics.json (all were validated on the same items)" if same_items
-             else "evaluating every model again on the first run's validation split")
+def _markdown(entries, table, per_class, figures, split, protocol) -> str:
     lines = [
         "# segkit comparison",
         "",
-        f"Validation: {len(split)} images of {split.path} at {size}; scores from {where}.",
+        f"Validation: {len(split)} images of {split.path} at {_size_text(split.image_size)}; scores from {protocol}.",
         "mIoU is the mean IoU over the classes present in the validation truth or predictions, from one "
         "confusion matrix over all validation pixels (void pixels not counted). Latency: median of "
-        f"{LATENCY_REPEATS} single-image predictions on this machine. GFLOPs per image at {size}.",
+        f"{LATENCY_REPEATS} single-image predictions at each model's input size on this machine. "
+        "GFLOPs per image at the input size the model was built for.",
         "",
         "Runs: " + ", ".join(f"`{e['name']}` ({e['run'].path})" for e in entries),
         "",

@@ -3,28 +3,49 @@
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from segkit import data as data_lib
 from segkit import files, metrics, models
 from segkit.errors import SegkitError
 from segkit.workflows import datasets
 from segkit.workflows.loading import load_model, num_classes_of, window_for
 
 
-def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=None) -> np.ndarray:
-    """The int64 confusion matrix of `model` over dataset items `indices`, images of any size.
+def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=None, input_size=None) -> np.ndarray:
+    """The int64 confusion matrix of `model` over dataset items `indices`, scored at the masks' size.
 
-    Smaller images are padded to the model's input and cropped back (segkit.models.predict_probabilities); larger ones
-    are predicted in overlapping tiles of the model's input size.
+    input_size: None feeds the images as they are: smaller ones are padded to the model's input and cropped back
+    (segkit.models.predict_probabilities), larger ones predicted in overlapping tiles of the model's input size.
+    (H, W) feeds them resized to that size (the size the model was trained at) and scores the probabilities
+    resized back to the masks' size (see `probabilities_at`).
     """
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     order = np.sort(np.asarray(indices))  # sorted reads are sequential on a memory-mapped cache
-    window = window_for(model, images.shape[1:3])
+    window = window_for(model, input_size or images.shape[1:3])
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        probs = models.predict_probabilities(model, np.asarray(images[chunk]), tta=tta, window=window, batch_size=batch_size)
+        probs = probabilities_at(model, np.asarray(images[chunk]), input_size=input_size, tta=tta, window=window,
+                                 batch_size=batch_size)
         cm += metrics.confusion_matrix(np.asarray(masks[chunk]), probs.argmax(-1), num_classes)
     return cm
+
+
+def probabilities_at(model, images, *, input_size=None, tta=None, window=None, batch_size=8) -> np.ndarray:
+    """Class probabilities (B, H, W, C) of images (B, H, W, 3) at their own size, the model fed at `input_size`.
+
+    The images are resized to `input_size` (H, W) as data preparation resizes photos (segkit.data.resize_image),
+    so a model sees what it was trained on; its probabilities are resized back bilinearly before any argmax.
+    None, or the images' own size, feeds them unchanged.
+    """
+    size = images.shape[1:3]
+    if input_size is None or tuple(input_size) == tuple(size):
+        return models.predict_probabilities(model, images, tta=tta, window=window, batch_size=batch_size)
+    fed = np.stack([data_lib.resize_image(image, input_size) for image in images])
+    probs = models.predict_probabilities(model, fed, tta=tta, window=window, batch_size=batch_size)
+    # cv2 resizes up to 512 channels at once; masks are uint8 with 255 = ignore, so there are at most 255 classes.
+    return np.stack([cv2.resize(p, (size[1], size[0]), interpolation=cv2.INTER_LINEAR).reshape(*size, -1) for p in probs])
 
 
 def summarize(cm: np.ndarray, classes) -> dict:
@@ -42,9 +63,11 @@ def summarize(cm: np.ndarray, classes) -> dict:
 
 
 def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=None, json_path=None,
-             batch_size=8, cache="data/prepared", verbose=True) -> dict:
+             batch_size=8, cache="data/prepared", input_size=None, verbose=True) -> dict:
     """Scores the model at `model_path` (a run folder or .keras file) on dataset `data` (prepared folder, or raw with `format`).
 
+    input_size: (H, W) feeds the model the images resized to it (the size it was trained at) and scores
+    at the labels' own size (see `confusion`); None feeds them as they are.
     Returns the metrics.json-style dict (miou, pixel_accuracy, mean_accuracy, fw_iou, per_class_iou,
     confusion_matrix); prints the per-class table when `verbose`; writes the dict to `json_path` if given.
     """
@@ -52,21 +75,31 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
         raise SegkitError(f"tta={tta!r} is not supported; use flip or none")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SegkitError(f"batch size must be a positive integer, got {batch_size!r}")
+    if input_size is not None and not _is_size(input_size):
+        raise SegkitError(f"input size must be two positive integers (H, W), got {input_size!r}")
     if json_path is not None and not Path(json_path).parent.is_dir():
         raise SegkitError(f"--json {json_path}: folder {Path(json_path).parent} does not exist")
     net, _ = load_model(model_path)
     dataset, path = datasets.open_dataset(data, format=format, split=split, classes=classes, cache=cache)
     datasets.check_num_classes(num_classes_of(net), len(dataset.classes), model_path, path)
     count = int(dataset.images.shape[0])
+    input_size = None if input_size is None else tuple(int(v) for v in input_size)
     cm = confusion(net, dataset.images, dataset.masks, np.arange(count), num_classes=len(dataset.classes),
-                   batch_size=batch_size, tta=tta)
-    result = {"model": str(model_path), "data": str(path), "num_items": count, "tta": tta, **summarize(cm, dataset.classes)}
+                   batch_size=batch_size, tta=tta, input_size=input_size)
+    result = {"model": str(model_path), "data": str(path), "num_items": count, "tta": tta,
+              "input_size": list(input_size or dataset.images.shape[1:3]), **summarize(cm, dataset.classes)}
     if verbose:
         print(metrics.per_class_table(cm, dataset.classes).to_string(float_format=lambda v: f"{v:.4f}"))
-        print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  ({count} images, {path})")
+        fed = f", fed at {input_size[0]}x{input_size[1]}" if input_size else ""
+        print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  ({count} images, {path}{fed})")
     if json_path is not None:
         files.write_text(json_path, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _is_size(value) -> bool:
+    return (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value))
 
 
 def _or_none(value):

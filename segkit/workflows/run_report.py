@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from segkit import data as data_lib
-from segkit import files, metrics, models, viz
+from segkit import files, metrics, viz
 from segkit.errors import SegkitError
 from segkit.workflows import datasets, evaluate, loading, runs
 
@@ -46,12 +46,17 @@ def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
     return result
 
 
-def predicted_samples(split, models_by_name: dict, count: int = GRID_ITEMS):
-    """(images, truth, {name: predicted classes}) for the first `count` items of a split."""
+def predicted_samples(split, models_by_name: dict, count: int = GRID_ITEMS, input_sizes: dict | None = None):
+    """(images, truth, {name: predicted classes}) for the first `count` items of a split.
+
+    input_sizes: {name: (H, W)} feeds that model the images at that size and upsamples its predictions to the
+    split's (segkit.evaluate.probabilities_at); a model not named is fed the images as they are.
+    """
     chosen = np.sort(split.indices[:count])
     images = np.asarray(split.dataset.images[chosen])
     truth = np.asarray(split.dataset.masks[chosen])
-    predictions = {name: models.predict_probabilities(net, images).argmax(-1).astype(np.uint8)
+    sizes = input_sizes or {}
+    predictions = {name: evaluate.probabilities_at(net, images, input_size=sizes.get(name)).argmax(-1).astype(np.uint8)
                    for name, net in models_by_name.items()}
     return images, truth, predictions
 
