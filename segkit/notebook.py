@@ -170,9 +170,14 @@ def _dataset(name: str, root: Path) -> Path:
 
 
 def _notebook_display() -> None:
-    """Compact stored outputs: inline JPEG figures at 72 dpi, three decimals in tables."""
+    """Compact stored outputs: inline JPEG figures at 72 dpi, three decimals in tables, and TensorFlow's Python
+    log (retracing warnings, "Assets written to ...") kept to errors."""
+    import logging
+
     import matplotlib.pyplot as plt
     import pandas as pd
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     pd.set_option("display.precision", 3)
     plt.rcParams["figure.dpi"] = 72

@@ -3,6 +3,7 @@ google.colab package, CI's smoke parameters."""
 
 import importlib
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -90,6 +91,13 @@ def test_importing_it_first_keeps_the_backend_start_up_noise_off_stderr():
     result = subprocess.run([sys.executable, "-c", "import segkit.notebook, keras"], capture_output=True, text=True,
                             env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, check=True)
     assert result.stderr == ""
+
+
+def test_tensorflow_python_log_is_kept_to_errors(tmp_path):
+    logging.getLogger("tensorflow").setLevel(logging.NOTSET)
+    notebook.setup(None, runs=tmp_path / "runs")
+    tf_log = logging.getLogger("tensorflow")
+    assert not tf_log.isEnabledFor(logging.WARNING) and tf_log.isEnabledFor(logging.ERROR)
 
 
 def test_on_a_gpu_it_names_it_and_turns_on_mixed_precision(monkeypatch, capsys):
