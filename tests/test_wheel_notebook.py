@@ -73,5 +73,5 @@ def test_the_wheel_runs_notebook_02_in_a_colab_like_kernel_from_an_empty_folder(
     printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "you may need to restart the kernel" in printed  # the install cell's %pip ran: the kernel looked like Colab's
     assert "learnt:" in printed  # the learning check ran and passed
-    assert list((work / "runs").glob("unet-r34_cityscapes-pairs_64x64-*/metrics.json"))  # written where the user works
+    assert list((work / "runs").glob("unet-r34_cityscapes-pairs_64x64_cpu-35min-*/metrics.json"))  # written where the user works
     assert (work / "data" / "prepared").is_dir()

@@ -32,15 +32,15 @@ PER_CLASS = "per_class.csv"
 FIGURES = "figures"
 MIN_LOSS_FALL = 0.02  # the last epoch's training loss must be at least 2% below the first's: noise is not learning
 _STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")  # <run name>-<YYYYmmdd-HHMMSS>[-<attempt>]
-_SIZE_SUFFIX = re.compile(r"_\d+x\d+$")  # configs are named <model>_<data>_<H>x<W>
+_SIZE_PART = re.compile(r"_\d+x\d+(?=_|$)")  # configs are named <model>_<data>_<H>x<W>[_<budget>]
 
 
 def run_name(config: dict) -> str:
-    """The config's name with its _HxW suffix set to the size actually trained (data.size overridden in a smoke run)."""
+    """The config's name with its _HxW part set to the size actually trained (data.size overridden in a smoke run)."""
     size = config["data"]["size"]
-    if size is None or not _SIZE_SUFFIX.search(config["name"]):
+    if size is None:
         return config["name"]
-    return _SIZE_SUFFIX.sub(f"_{size[0]}x{size[1]}", config["name"])
+    return _SIZE_PART.sub(f"_{size[0]}x{size[1]}", config["name"], count=1)
 
 
 def write_json(path, obj) -> None:
