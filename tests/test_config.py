@@ -37,6 +37,7 @@ def test_yaml_fills_defaults_and_takes_its_name_from_the_file(tmp_path):
         ("optimizer.learning_rate=0.5", ("optimizer", "learning_rate"), 0.5),
         ("data.size=[64, 96]", ("data", "size"), [64, 96]),
         ("train.mixed_precision=true", ("train", "mixed_precision"), True),
+        ("train.mixed_precision=bfloat16", ("train", "mixed_precision"), "bfloat16"),
         ("loss.class_weights=median", ("loss", "class_weights"), "median"),
         ("data.limit=null", ("data", "limit"), None),
         ("name=other", ("name",), "other"),
@@ -216,7 +217,7 @@ def test_base_cycles_and_missing_bases_are_one_line_errors_naming_the_file(tmp_p
 def test_synthetic_data_needs_no_path_and_mixed_precision_takes_auto():
     cfg = config.load({"data": {"format": "synthetic"}, "train": {"mixed_precision": "auto"}})
     assert cfg["data"]["path"] is None and cfg["train"]["mixed_precision"] == "auto"
-    with pytest.raises(SegkitError, match=r"'train.mixed_precision' must be true, false or auto, got 'yes'"):
+    with pytest.raises(SegkitError, match=r"'train.mixed_precision' must be true, false, bfloat16 or auto, got 'yes'"):
         config.load({"data": {"path": "x"}, "train": {"mixed_precision": "yes"}})
 
 

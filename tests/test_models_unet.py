@@ -122,11 +122,12 @@ def test_unknown_spatial_size_takes_any_multiple_of_32():
         assert logits.shape == (1, height, width, 3)
 
 
-def test_logits_are_float32_under_mixed_precision():
-    keras.mixed_precision.set_global_policy("mixed_float16")
+@pytest.mark.parametrize("policy, compute", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")])
+def test_logits_are_float32_under_mixed_precision(policy, compute):
+    keras.mixed_precision.set_global_policy(policy)
     try:
         model = build("unet", "resnet18", num_classes=3, input_shape=(64, 64, 3))
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert model.get_layer("final_conv").compute_dtype == "float16"
+    assert model.get_layer("final_conv").compute_dtype == compute
     assert model.output.dtype == "float32"

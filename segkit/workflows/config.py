@@ -96,7 +96,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seed": Field(0, _INT, "seed for weights, split, shuffling and augmentation"),
         "precise_bn": Field(10, _INT, "training batches (un-augmented) from which BatchNorm statistics are re-estimated "
                             "before each validation and save; 0 keeps the moving averages (stale on short runs)"),
-        "mixed_precision": Field(False, (bool, str), "mixed_float16 compute (logits stay float32); auto: on a GPU only"),
+        "mixed_precision": Field(False, (bool, str), "float16 compute (true) or bfloat16 compute (bfloat16), logits stay "
+                                 "float32; auto: float16 on a GPU, bfloat16 on a CPU with AVX512-BF16 or AMX, else off"),
         "jit_compile": Field("auto", (str, bool), "XLA compilation of the train step: auto (Keras decides), true or false"),
         "threads": Field(None, _INT, "CPU threads of each TensorFlow op (intra-op; inter-op gets 1); null: all cores. "
                          "Applied only while TensorFlow has not started, i.e. in a fresh process", nullable=True),
@@ -360,8 +361,9 @@ def _check_ranges(config: dict, where: str) -> None:
     if train["max_minutes"] is not None and train["distribution"] == "multi_worker_mirrored":
         raise SegkitError(f"{where}: 'train.max_minutes' cannot be used with train.distribution=multi_worker_mirrored: "
                           "each worker's clock would stop it at a different step; limit train.epochs instead")
-    if isinstance(train["mixed_precision"], str) and train["mixed_precision"] != "auto":
-        raise SegkitError(f"{where}: 'train.mixed_precision' must be true, false or auto, got {train['mixed_precision']!r}")
+    if isinstance(train["mixed_precision"], str) and train["mixed_precision"] not in ("auto", "bfloat16"):
+        raise SegkitError(f"{where}: 'train.mixed_precision' must be true, false, bfloat16 or auto, "
+                          f"got {train['mixed_precision']!r}")
     if train["precise_bn"] < 0:
         raise SegkitError(f"{where}: 'train.precise_bn' must be >= 0, got {train['precise_bn']!r}")
     if data["count"] < 1:

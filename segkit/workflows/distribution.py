@@ -18,6 +18,7 @@ import keras
 from segkit.errors import SegkitError
 
 NEEDS_BACKEND = {"mirrored": "tensorflow", "multi_worker_mirrored": "tensorflow", "data_parallel": "jax"}
+CPUINFO = Path("/proc/cpuinfo")
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}'
 
 
@@ -39,6 +40,16 @@ def gpu_name() -> str | None:
 
         return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return None
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX; Linux's /proc/cpuinfo flags). Elsewhere
+    bfloat16 is emulated and slower than float32, so callers treat "unknown" as no."""
+    try:
+        flags = CPUINFO.read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 @contextlib.contextmanager

@@ -55,8 +55,9 @@ def _train_in(open_run, cfg, data, verbose) -> runs.Run:
     print(config_lib.dump(cfg).rstrip())
     keras.utils.set_random_seed(cfg["train"]["seed"])
     policy = keras.mixed_precision.dtype_policy()
-    if _mixed_precision(cfg["train"]["mixed_precision"]):
-        keras.mixed_precision.set_dtype_policy("mixed_float16")
+    mixed = mixed_precision_policy(cfg["train"]["mixed_precision"])
+    if mixed:
+        keras.mixed_precision.set_dtype_policy(mixed)
     try:
         run = _fit(cfg, open_run, data, verbose)
     finally:
@@ -66,13 +67,20 @@ def _train_in(open_run, cfg, data, verbose) -> runs.Run:
     return run
 
 
-def _mixed_precision(setting) -> bool:
-    """train.mixed_precision: true/false as given; auto: on when a GPU is found (float16 only pays off there)."""
+def mixed_precision_policy(setting) -> str | None:
+    """The Keras dtype policy for train.mixed_precision, or None for float32. true: float16 compute; "bfloat16":
+    bfloat16 compute; auto: float16 on a GPU, bfloat16 on a CPU that computes it natively, else float32."""
     if setting != "auto":
-        return setting
+        return {True: "mixed_float16", "bfloat16": "mixed_bfloat16"}.get(setting)
     gpu = distribution.gpu_name()
-    print(f"mixed precision (auto): {'on, GPU ' + gpu if gpu else 'off, no GPU found'}")
-    return gpu is not None
+    if gpu:
+        print(f"mixed precision (auto): float16, GPU {gpu}")
+        return "mixed_float16"
+    if distribution.cpu_has_bfloat16():
+        print("mixed precision (auto): bfloat16, no GPU; this CPU computes bfloat16 natively")
+        return "mixed_bfloat16"
+    print("mixed precision (auto): off, no GPU and no native bfloat16 on this CPU")
+    return None
 
 
 def _fit(cfg, open_run, data, verbose) -> runs.Run:
