@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import segkit
-from segkit import data
+from segkit import data, models
 from segkit.errors import SegkitError
 from segkit.workflows import compare as compare_module
 from segkit.workflows import config, runs
@@ -44,6 +44,16 @@ def test_table_and_report_hold_each_runs_own_numbers(three_runs, tmp_path):
     for figure in ("class_iou.png", "learning_curves.png", "qualitative.png"):
         assert (tmp_path / figure).stat().st_size > 1000 and f"]({figure})" in report
     assert len(list(tmp_path.glob("confusion_*.png"))) == 2
+
+
+def test_a_model_trained_on_random_crops_is_counted_at_the_size_it_is_fed(three_runs, tmp_path):
+    dataset, a, _, _ = three_runs
+    cropped = train_with_stand_in(tiny_config(dataset, name="cropped", augment={"enabled": True, "crop": [16, 16]}),
+                                  tmp_path / "runs")
+    assert keras.saving.load_model(cropped.path / "best.keras").input.shape[1:3] == (None, None)
+    table = segkit.compare([a.path, cropped.path], out=tmp_path / "compare", latency=False)["table"]
+    hand_built = models.model_stats(tiny_model(None, 19, (32, 32)))
+    assert table["GFLOPs"].tolist() == [hand_built["gflops"]] * 2
 
 
 def test_runs_validated_on_different_items_are_rescored_on_the_first_runs_items(three_runs, tmp_path):

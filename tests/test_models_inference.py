@@ -218,3 +218,12 @@ def test_flops_of_adaptive_pooling_resize_and_add_match_a_hand_count():
 def test_model_stats_needs_a_fixed_input_size():
     with pytest.raises(SegkitError, match="fixed size"):
         model_stats(per_pixel_model())
+
+
+def test_a_model_of_any_input_size_is_counted_at_the_size_given():
+    fixed = model_stats(per_pixel_model((16, 24, 3)))
+    assert model_stats(per_pixel_model(), input_shape=(16, 24, 3)) == fixed
+    # pixel conv 2*C*3 + C bias per pixel, 4x4 average pool of 3 channels, nearest upsampling, bias-free 1x1 conv, add
+    pixels = 16 * 24
+    hand = pixels * NUM_CLASSES * 7 + 4 * 6 * 3 * 16 + pixels * NUM_CLASSES * 6 + pixels * NUM_CLASSES
+    assert fixed["gflops"] == hand / 1e9

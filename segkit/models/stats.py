@@ -23,19 +23,34 @@ from segkit.models.layers import AdaptiveAveragePooling2D, ResizeToMatch, adapti
 def model_stats(model, input_shape=None, num_classes=None, encoder=None):
     """{"params": int, "gflops": float} of a built model, or of `build(model, ...)` given a name.
 
-    The model needs a fixed input size (FLOPs depend on it): build it with e.g.
-    `input_shape=(256, 512, 3)`, or pass a name with `input_shape` and `num_classes`.
+    FLOPs depend on the input size: a model built for any size (input shape (None, None, 3)) is counted at
+    `input_shape=(H, W, 3)` (a copy of its graph at that size); a name is built with `input_shape` and `num_classes`.
     """
     if isinstance(model, str):
         from segkit.models import build  # the registry imports this module
 
         model = build(model, encoder=encoder, num_classes=num_classes, input_shape=input_shape)
-    if any(side is None for side in keras.tree.flatten(model.input)[0].shape[1:]):
+    if _free_size(model) and input_shape is not None:
+        model = _at_size(model, input_shape)
+    if _free_size(model):
         raise SegkitError(
             f"model {model.name!r} has input shape {keras.tree.flatten(model.input)[0].shape}; "
-            "FLOPs need a fixed size: build it with input_shape=(H, W, 3)"
+            "FLOPs need a fixed size: build it with input_shape=(H, W, 3) or pass input_shape"
         )
     return {"params": int(model.count_params()), "gflops": count_flops(model) / 1e9}
+
+
+def _free_size(model) -> bool:
+    return any(side is None for side in keras.tree.flatten(model.input)[0].shape[1:])
+
+
+def _at_size(model, input_shape):
+    """An untrained copy of functional `model`'s graph whose input takes (B, *input_shape)."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_shape"] = [None, *input_shape]
+    return model.__class__.from_config(config)
 
 
 def count_flops(model):

@@ -158,7 +158,7 @@ def _latency_ms(model, split, input_size) -> float:
 def _table(entries) -> pd.DataFrame:
     rows = []
     for e in entries:
-        stats = models.model_stats(e["model"])
+        stats = models.model_stats(e["model"], input_shape=(*e["input_size"], 3))  # crop-trained models take any size
         rows.append({
             "run": e["name"],
             "model": f"{e['config']['model']['name']}-{e['config']['model']['encoder']}",
@@ -182,7 +182,7 @@ def _markdown(entries, table, per_class, figures, split, protocol) -> str:
         "mIoU is the mean IoU over the classes present in the validation truth or predictions, from one "
         "confusion matrix over all validation pixels (void pixels not counted). Latency: median of "
         f"{LATENCY_REPEATS} single-image predictions at each model's input size on this machine. "
-        "GFLOPs per image at the input size the model was built for.",
+        "GFLOPs per image at the input size each model is fed at.",
         "",
         "Runs: " + ", ".join(f"`{e['name']}` ({e['run'].path})" for e in entries),
         "",
