@@ -55,7 +55,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=7, help="timed training steps per model and policy")
     args = parser.parse_args()
     native = "yes" if cpu_has_bfloat16() else "no (emulated)"
-    print(f"{os.cpu_count()} CPU cores visible, native bfloat16: {native}, keras {keras.__version__}, {CLASSES} classes")
+    print(f"{len(os.sched_getaffinity(0))} CPU core(s) to run on, native bfloat16: {native}, keras {keras.__version__}, {CLASSES} classes")
     print(f"training step, median of {args.rounds} alternating steps after {WARMUP} warm-up")
     print(f"  {'model':20s} {'batch':>10s} {'float32 ms':>11s} {'bfloat16 ms':>12s} {'speed-up':>9s}")
     for name, encoder, batch, size in RECIPES:
