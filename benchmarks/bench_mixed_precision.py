@@ -2,8 +2,8 @@
 on this CPU, TensorFlow backend, side by side in one process: each model is built twice (the dtype policy is taken
 when a layer is made), then the two copies alternate step by step so machine load hits both alike.
 
-Models and shapes as the CPU configs train them: U-Net-R34 and PSPNet-R18 at 8 x 128x128, Fast-SCNN at 16 x 256x256,
-19 classes, AdamW, sparse cross-entropy on logits. bfloat16 pays off only where the CPU computes it natively
+Models and shapes of the CPU configs: U-Net-R34 and PSPNet-R18 at 8 x 128x128, Fast-SCNN at 16 x 256x256 (the batch
+of its first CPU recipe; it now trains batch 8), 19 classes, AdamW, sparse cross-entropy on logits. bfloat16 pays off only where the CPU computes it natively
 (AVX512-BF16 or AMX); elsewhere oneDNN emulates it. Pin it to one core for the one-core recipes:
     taskset -c 0 env OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python benchmarks/bench_mixed_precision.py
 """
@@ -25,7 +25,7 @@ from segkit.models import build  # noqa: E402
 from segkit.workflows.distribution import cpu_has_bfloat16  # noqa: E402
 
 CLASSES = 19
-# (model, encoder, batch, size) as the shipped CPU configs train them.
+# (model, encoder, batch, size) of the CPU configs (Fast-SCNN: its first recipe's batch).
 RECIPES = (("unet", "resnet34", 8, 128), ("pspnet", "resnet18", 8, 128), ("fastscnn", None, 16, 256))
 POLICIES = ("float32", "mixed_bfloat16")
 
