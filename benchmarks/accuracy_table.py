@@ -7,7 +7,6 @@ Run from the repository root:  python benchmarks/accuracy_table.py RUN_DIR [RUN_
 """
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -33,20 +32,12 @@ def row(folder) -> dict:
     return {
         "config": cfg["name"],
         "minutes": f"{state['train_seconds'] / 60:.1f}",
-        "epochs": f"{epochs_done(cfg, state, dataset):.2f}",
+        "epochs": f"{run.epochs_run:.2f}",
         "held-out mIoU": f"{metrics['miou']:.4f}" if scored else "-",
         "classes at zero IoU": str(zero) if scored else "-",
         "params (M)": f"{stats['params'] / 1e6:.2f}",
         "GFLOPs": f"{stats['gflops']:.2f}",
     }
-
-
-def epochs_done(cfg, state, dataset) -> float:
-    """Finished epochs, counting the last one by the share of its steps that ran."""
-    full = math.ceil(dataset["train"]["num_items"] / cfg["train"]["batch_size"])
-    if cfg["train"]["steps_per_epoch"] is not None:
-        full = min(full, cfg["train"]["steps_per_epoch"])
-    return sum(entry["steps"] for entry in state["history"]) / full
 
 
 def table(rows) -> str:

@@ -276,6 +276,7 @@ def test_time_budget_stops_mid_epoch_and_still_validates_and_saves_that_epoch(da
     run = _train(tiny_config(dataset, train={"epochs": 5, "max_minutes": 1e-6, "batch_size": 2}), tmp_path)
     history = pd.read_csv(run.path / "history.csv")
     assert list(history["epoch"]) == [1] and list(history["steps"]) == [1]  # 6 steps per epoch otherwise
+    assert run.epochs_run == pytest.approx(1 / 6)  # what compare and the ablation table report
     assert np.isfinite(history["val_miou"]).all()
     assert run.state["status"] == "finished" and (run.path / "best.keras").is_file()
     # the one-step model is what best.keras holds and what metrics.json scores

@@ -80,7 +80,7 @@ def _load(path) -> dict:
         "classes": run.dataset["classes"],
         "history": pd.DataFrame(run.state["history"]),
         "train_seconds": run.state["train_seconds"],
-        "epochs": run.state["epoch"],
+        "epochs": run.epochs_run,
     }
 
 

@@ -136,6 +136,13 @@ class Run:
     def metrics(self) -> dict:
         return self._read_json(METRICS)
 
+    @property
+    def epochs_run(self) -> float:
+        """Epochs trained, the last counted by the share of its steps that ran (a time budget ends one part-way)."""
+        cfg, steps = self.config["train"], math.ceil(self.dataset["train"]["num_items"] / self.config["train"]["batch_size"])
+        full = steps if cfg["steps_per_epoch"] is None else min(steps, cfg["steps_per_epoch"])
+        return sum(entry["steps"] for entry in self.state["history"]) / full
+
     def file(self, name: str) -> Path:
         return self.path / name
 
