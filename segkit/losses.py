@@ -138,10 +138,14 @@ class OhemCrossEntropy(_SegmentationLoss):
 
     def _hard_pixels(self, p_true, valid):
         """1 for the kept pixels, 0 elsewhere (and on every unlabelled pixel)."""
-        ascending = ops.sort(ops.reshape(ops.where(valid > 0, p_true, 2.0), (-1,)))  # unlabelled pixels sort last
+        flat = ops.reshape(ops.where(valid > 0, p_true, 2.0), (-1,))  # unlabelled pixels sort last
         labelled = ops.cast(ops.sum(valid), "int32")
         kth = ops.maximum(ops.minimum(self.min_kept * ops.shape(p_true)[0], labelled - 1), 0)
-        threshold = ops.maximum(ops.take(ascending, kth), self.threshold)
+        below = ops.sum(ops.cast(flat < self.threshold, "int32"))
+        # More than kth pixels below the threshold put the kth one below it too: the threshold decides, and the
+        # single-threaded sort of every pixel (a third of a Fast-SCNN step on two cores) is skipped.
+        threshold = ops.cond(below > kth, lambda: ops.convert_to_tensor(self.threshold, "float32"),
+                             lambda: ops.maximum(ops.take(ops.sort(flat), kth), self.threshold))
         return ops.cast(p_true < threshold, "float32") * valid
 
     def get_config(self):

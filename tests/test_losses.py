@@ -294,14 +294,16 @@ def test_ohem_keeps_the_pixels_mmseg_would(threshold, min_kept):
     assert value(loss, y, logits) == pytest.approx(reference_ohem(y, logits, WEIGHTS, threshold, min_kept), rel=1e-5)
 
 
-def test_ohem_by_hand_on_four_pixels():
-    # True-class probabilities 0.9, 0.6, 0.3, 0.1 (one image); min_kept=1: the 2nd smallest is 0.3, so the
-    # threshold is max(0.5, 0.3) = 0.5 and the kept pixels are those at 0.3 and 0.1.
-    p_true = np.array([0.9, 0.6, 0.3, 0.1])
+@pytest.mark.parametrize("threshold, min_kept, kept", [
+    (0.5, 1, [0.3, 0.1]),  # the 2nd smallest is 0.3: the threshold max(0.5, 0.3) = 0.5 decides
+    (0.2, 3, [0.6, 0.3, 0.1]),  # only 0.1 is below 0.2: the 4th smallest, 0.9, decides (p < 0.9 is kept)
+])
+def test_ohem_by_hand_on_four_pixels(threshold, min_kept, kept):
+    p_true = np.array([0.9, 0.6, 0.3, 0.1])  # true-class probabilities of one image's four pixels
     probabilities = np.stack([p_true, 1 - p_true], axis=-1).reshape(1, 1, 4, 2).astype("float32")
     y = np.zeros((1, 1, 4), "int32")
-    loss = losses.OhemCrossEntropy(2, threshold=0.5, min_kept=1, from_logits=False)
-    assert value(loss, y, probabilities) == pytest.approx(-(np.log(0.3) + np.log(0.1)) / 2, rel=1e-5)
+    loss = losses.OhemCrossEntropy(2, threshold=threshold, min_kept=min_kept, from_logits=False)
+    assert value(loss, y, probabilities) == pytest.approx(-np.mean(np.log(kept)), rel=1e-5)
 
 
 def test_lovasz_of_a_hard_prediction_is_one_minus_the_iou_of_each_present_class():
