@@ -71,7 +71,8 @@ def _predict(args):
 def _compare(args):
     import segkit
 
-    segkit.compare(args.runs, out=args.out, latency=not args.no_latency)
+    table = segkit.compare(args.runs, out=args.out, latency=not args.no_latency)["table"]
+    print(table.to_string(float_format=lambda v: f"{v:.4g}"))  # a notebook shows the returned table itself
 
 
 def _export(args):

@@ -55,11 +55,14 @@ def test_predict_writes_the_apis_masks_with_tta_and_window(trained, tmp_path, ca
     assert "window=(16, 16) does not fit model" in capsys.readouterr().err
 
 
-def test_compare_writes_the_apis_report_without_latency(trained, tmp_path):
+def test_compare_writes_the_apis_report_without_latency(trained, tmp_path, capsys):
     _, first, second = trained
     args = ["compare", str(first.path), str(second.path), "--out", str(tmp_path / "cli"), "--no-latency"]
     assert cli.main(args) == 0
+    printed = capsys.readouterr().out
     result = segkit.compare([first.path, second.path], out=tmp_path / "api", latency=False)
+    # the CLI prints the table; the API returns it and prints only where the report went (a notebook shows it once)
+    assert "pixel accuracy" in printed and "pixel accuracy" not in capsys.readouterr().out
     assert (tmp_path / "cli" / "report.md").read_text() == result["report"].read_text()
     assert result["table"]["latency (ms/image)"].isna().all()
     assert list(result["table"]["mIoU"]) == [first.metrics["miou"], second.metrics["miou"]]

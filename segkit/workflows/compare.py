@@ -60,7 +60,6 @@ def compare(run_dirs, *, out, latency=True) -> dict:
         run_report.save_figure(fig, out / name)
     text = _markdown(entries, table, per_class, figures, split, protocol)
     files.write_text(out / "report.md", text)
-    print(table.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"report: {out / 'report.md'}")
     return {"report": out / "report.md", "table": table, "per_class": per_class}
 
