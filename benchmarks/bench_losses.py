@@ -1,0 +1,61 @@
+"""What each loss costs in a Fast-SCNN training step (the CPU recipe's shape: 8 x 256x256, 19 classes, AdamW),
+TensorFlow backend, side by side in one process: one model per loss, their steps alternating so machine load hits
+all alike. From scratch every pixel's true-class probability (about 1/19) is below OHEM's threshold (0.7), so the
+shipped "ohem" skips its sort; "ohem, sorting" sets the threshold to 0.01, under every pixel, so min_kept decides
+and it sorts the batch's 524,288 probabilities every step, as OHEM did before it learnt to skip the sort when the
+threshold decides. Run with both cores (the goal conditions) or pin one:
+    python benchmarks/bench_losses.py
+    taskset -c 0 env OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python benchmarks/bench_losses.py
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from bench_models import WARMUP, alternating_medians  # noqa: E402
+
+from segkit import losses  # noqa: E402
+from segkit.models import build  # noqa: E402
+
+CLASSES, BATCH, SIZE = 19, 8, 256
+LOSSES = {  # label -> (loss name, OHEM's threshold)
+    "ce": ("ce", 0.7),
+    "ohem": ("ohem", 0.7),
+    "ohem, sorting": ("ohem", 0.01),
+    "ce+lovasz": ("ce+lovasz", 0.7),
+}
+
+
+def compiled(name, threshold):
+    model = build("fastscnn", None, num_classes=CLASSES, input_shape=(SIZE, SIZE, 3))
+    loss = losses.get(name, num_classes=CLASSES, ohem_threshold=threshold)
+    model.compile(keras.optimizers.AdamW(2e-3, weight_decay=1e-4), loss, jit_compile=False)
+    return model
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7, help="timed training steps per loss")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (BATCH, SIZE, SIZE, 3)).astype("float32")
+    masks = rng.integers(0, CLASSES, (BATCH, SIZE, SIZE))
+    models = {label: compiled(*spec) for label, spec in LOSSES.items()}
+    calls = {label: (lambda m=model: m.train_on_batch(images, masks)) for label, model in models.items()}
+    medians = alternating_medians(calls, args.rounds)
+    print(f"{len(os.sched_getaffinity(0))} CPU core(s), keras {keras.__version__}; Fast-SCNN train step, "
+          f"{BATCH}x{SIZE}x{SIZE}, median of {args.rounds} alternating steps after {WARMUP} warm-up")
+    for label, seconds in medians.items():
+        print(f"  {label:15s} {seconds * 1000:7.0f} ms  {seconds / medians['ce']:5.2f}x ce")
+    print("\nrerun: python benchmarks/bench_losses.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
