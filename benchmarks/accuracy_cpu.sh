@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 10's ablation table: trains every config in benchmarks/ablations/ (the shipped Fast-SCNN CPU recipe and one
-# file per recipe lever) from scratch for the same wall-clock budget, then prints config, minutes, epochs, held-out
-# mIoU, classes at zero IoU, params and GFLOPs from the run folders (benchmarks/accuracy_table.py).
+# Issue 10's ablation table: trains every config in benchmarks/ablations/ (the Fast-SCNN CPU recipe with plain
+# cross-entropy, and one file per recipe lever) from scratch for the same wall-clock budget, then prints config,
+# minutes, epochs, held-out mIoU, classes at zero IoU, params and GFLOPs from the run folders (accuracy_table.py).
 #
 # Run from anywhere:  bash benchmarks/accuracy_cpu.sh          (10 configs, two at a time x 25 min: about 2 h 20 min)
 # Budget per run:     BUDGET=25 (minutes; training stops after the step that reaches it, then validates and saves)

@@ -139,8 +139,10 @@ class Run:
     @property
     def epochs_run(self) -> float:
         """Epochs trained, the last counted by the share of its steps that ran (a time budget ends one part-way)."""
-        cfg, steps = self.config["train"], math.ceil(self.dataset["train"]["num_items"] / self.config["train"]["batch_size"])
-        full = steps if cfg["steps_per_epoch"] is None else min(steps, cfg["steps_per_epoch"])
+        cfg = self.config["train"]
+        full = math.ceil(self.dataset["train"]["num_items"] / cfg["batch_size"])
+        if cfg["steps_per_epoch"] is not None:
+            full = min(full, cfg["steps_per_epoch"])
         return sum(entry["steps"] for entry in self.state["history"]) / full
 
     def file(self, name: str) -> Path:
