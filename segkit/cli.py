@@ -71,8 +71,9 @@ def _predict(args):
 def _compare(args):
     import segkit
 
-    table = segkit.compare(args.runs, out=args.out, latency=not args.no_latency)["table"]
-    print(table.to_string(float_format=lambda v: f"{v:.4g}"))  # a notebook shows the returned table itself
+    from segkit.workflows import compare
+
+    print(compare.table_text(segkit.compare(args.runs, out=args.out, latency=not args.no_latency)["table"]))
 
 
 def _export(args):

@@ -58,6 +58,7 @@ def _palette_image(rgb: np.ndarray, exact_colors: np.ndarray) -> Image.Image:
 def train_and_compare(out, pairs, epochs: int | None = None) -> dict[str, Path]:
     """Trains each model of QUICKSTART_MODELS on the synthetic `pairs` into `out/runs`, then compares them in `out/comparison`."""
     import segkit  # the training API loads Keras: imported only when training starts
+    from segkit.workflows import compare
 
     # data.path names the pairs just written, so the configs' synthetic city is taken from there, not generated again.
     overrides = {"data.path": str(pairs), "data.cache": str(Path(out) / "cache")}
@@ -65,6 +66,7 @@ def train_and_compare(out, pairs, epochs: int | None = None) -> dict[str, Path]:
         overrides["train.epochs"] = epochs
     run_dirs = [segkit.train(name, overrides=overrides, runs_dir=Path(out) / "runs").path for name in QUICKSTART_MODELS]
     comparison = segkit.compare(run_dirs, out=Path(out) / "comparison")
+    print(compare.table_text(comparison["table"]))
     return {"runs": run_dirs, "report": comparison["report"]}
 
 

@@ -64,6 +64,11 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     return {"report": out / "report.md", "table": table, "per_class": per_class}
 
 
+def table_text(table: pd.DataFrame) -> str:
+    """compare's table as plain text, for a terminal (a notebook displays the returned frame itself)."""
+    return table.to_string(float_format=lambda v: f"{v:.4g}")
+
+
 def _load(path) -> dict:
     run = runs.Run.open(path)
     if not run.file(runs.METRICS).is_file():
