@@ -1,9 +1,10 @@
-"""What each loss costs in a Fast-SCNN training step (the CPU recipe's shape: 8 x 256x256, 19 classes, AdamW),
-TensorFlow backend, side by side in one process: one model per loss, their steps alternating so machine load hits
-all alike. From scratch every pixel's true-class probability (about 1/19) is below OHEM's threshold (0.7), so the
+"""What each loss, and XLA, costs in a Fast-SCNN training step (the CPU recipe's shape: 8 x 256x256, 19 classes,
+AdamW), TensorFlow backend, side by side in one process: one model per variant, their steps alternating so machine
+load hits all alike. From scratch every pixel's true-class probability (about 1/19) is below OHEM's threshold (0.7), so the
 shipped "ohem" skips its sort; "ohem, sorting" sets the threshold to 0.01, under every pixel, so min_kept decides
 and it sorts the batch's 524,288 probabilities every step, as OHEM did before it learnt to skip the sort when the
-threshold decides. Run with both cores (the goal conditions) or pin one:
+threshold decides. The "XLA" rows compile the step with jit_compile=True (train.jit_compile: true; "auto", the
+default, means no XLA on a CPU-only machine). Run with both cores (the goal conditions) or pin one:
     python benchmarks/bench_losses.py
     taskset -c 0 env OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python benchmarks/bench_losses.py
 """
@@ -25,29 +26,31 @@ from segkit import losses  # noqa: E402
 from segkit.models import build  # noqa: E402
 
 CLASSES, BATCH, SIZE = 19, 8, 256
-LOSSES = {  # label -> (loss name, OHEM's threshold)
-    "ce": ("ce", 0.7),
-    "ohem": ("ohem", 0.7),
-    "ohem, sorting": ("ohem", 0.01),
-    "ce+lovasz": ("ce+lovasz", 0.7),
+VARIANTS = {  # label -> (loss name, OHEM's threshold, XLA)
+    "ce": ("ce", 0.7, False),
+    "ohem": ("ohem", 0.7, False),
+    "ohem, sorting": ("ohem", 0.01, False),
+    "ce+lovasz": ("ce+lovasz", 0.7, False),
+    "ce, XLA": ("ce", 0.7, True),
+    "ohem, XLA": ("ohem", 0.7, True),
 }
 
 
-def compiled(name, threshold):
+def compiled(name, threshold, jit):
     model = build("fastscnn", None, num_classes=CLASSES, input_shape=(SIZE, SIZE, 3))
     loss = losses.get(name, num_classes=CLASSES, ohem_threshold=threshold)
-    model.compile(keras.optimizers.AdamW(2e-3, weight_decay=1e-4), loss, jit_compile=False)
+    model.compile(keras.optimizers.AdamW(2e-3, weight_decay=1e-4), loss, jit_compile=jit)
     return model
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7, help="timed training steps per loss")
+    parser.add_argument("--rounds", type=int, default=7, help="timed training steps per variant")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (BATCH, SIZE, SIZE, 3)).astype("float32")
     masks = rng.integers(0, CLASSES, (BATCH, SIZE, SIZE))
-    models = {label: compiled(*spec) for label, spec in LOSSES.items()}
+    models = {label: compiled(*spec) for label, spec in VARIANTS.items()}
     calls = {label: (lambda m=model: m.train_on_batch(images, masks)) for label, model in models.items()}
     medians = alternating_medians(calls, args.rounds)
     print(f"{len(os.sched_getaffinity(0))} CPU core(s), keras {keras.__version__}; Fast-SCNN train step, "
