@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from bench_models import WARMUP, alternating_medians  # noqa: E402
 
 from segkit.models import build  # noqa: E402
+from segkit.models import label as model_label  # noqa: E402
 from segkit.workflows.distribution import cpu_has_bfloat16  # noqa: E402
 
 CLASSES = 19
@@ -60,7 +61,7 @@ def main():
     print(f"  {'model':20s} {'batch':>10s} {'float32 ms':>11s} {'bfloat16 ms':>12s} {'speed-up':>9s}")
     for name, encoder, batch, size in RECIPES:
         medians = step_medians(name, encoder, batch, size, args.rounds)
-        label = f"{name}-{encoder}" if encoder else name
+        label = model_label(name, encoder)
         print(f"  {label:20s} {batch:>3d}x{size}x{size} {medians['float32'] * 1000:11.0f} "
               f"{medians['mixed_bfloat16'] * 1000:12.0f} {medians['float32'] / medians['mixed_bfloat16']:8.2f}x", flush=True)
     print("\nrerun: python benchmarks/bench_mixed_precision.py " + " ".join(sys.argv[1:]))

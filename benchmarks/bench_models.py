@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import segmentation_models as sm  # noqa: E402
 
 from segkit.models import build, model_stats  # noqa: E402
+from segkit.models import label as model_label  # noqa: E402
 
 CLASSES = 20
 TRAIN_SHAPE = (256, 256, 3)
@@ -83,7 +84,7 @@ def training_steps(batch, rounds):
 def inference(rounds, shape, light):
     image = np.random.default_rng(1).uniform(0, 255, (1, *shape)).astype("float32")
     if light:
-        models = {f"{name}-{encoder}" if encoder else name: segkit_model(name, shape, encoder) for name, encoder in LIGHT_MODELS}
+        models = {model_label(name, encoder): segkit_model(name, shape, encoder) for name, encoder in LIGHT_MODELS}
     else:
         models = {f"{name}-resnet34": segkit_model(name, shape) for name in ("unet", "pspnet", "deeplabv3plus")}
         models["sm.Unet"] = reference_unet(shape)

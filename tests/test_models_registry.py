@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from segkit.errors import SegkitError
-from segkit.models import available, build, encoders_for
+from segkit.models import available, build, encoders_for, label
 
 pytestmark = pytest.mark.backend_agnostic
 SHAPE = (64, 64, 3)
@@ -38,6 +38,12 @@ def infer(model, x):
 def test_available_lists_the_models_alphabetically():
     # the order error messages, config checks and --help list them in
     assert available() == ["deeplabv3plus", "fastscnn", "pspnet", "unet"]
+
+
+def test_labels_name_the_encoder_only_where_the_model_takes_one():
+    assert label("unet", "resnet18") == "unet-resnet18"
+    assert label("pspnet") == "pspnet-resnet34"
+    assert label("fastscnn", "fastscnn") == label("fastscnn") == "fastscnn"
 
 
 @pytest.mark.parametrize("name", available())

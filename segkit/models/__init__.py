@@ -40,6 +40,12 @@ def default_encoder(name):
     return OWN_ENCODER.get(name, DEFAULT_ENCODER)
 
 
+def label(name, encoder=None):
+    """How tables name model `name` on `encoder`: "unet-resnet34"; a model that is its own encoder by its name alone."""
+    encoder = default_encoder(name) if encoder is None else encoder
+    return name if OWN_ENCODER.get(name) == encoder else f"{name}-{encoder}"
+
+
 def build(name, encoder=None, *, num_classes, input_shape, encoder_weights=None, **options):
     """Builds model `name` on `encoder` (None: the model's default, see `encoders_for`); it maps
     float32 RGB 0..255 images `(B, H, W, 3)` to float32 logits `(B, H, W, num_classes)`.

@@ -165,7 +165,7 @@ def _table(entries) -> pd.DataFrame:
         stats = models.model_stats(e["model"], input_shape=(*e["input_size"], 3))  # crop-trained models take any size
         rows.append({
             "run": e["name"],
-            "model": f"{e['config']['model']['name']}-{e['config']['model']['encoder']}",
+            "model": models.label(e["config"]["model"]["name"], e["config"]["model"]["encoder"]),
             "input size": _size_text(e["input_size"]),
             "mIoU": e["metrics"]["miou"],
             "pixel accuracy": e["metrics"]["pixel_accuracy"],
