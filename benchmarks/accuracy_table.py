@@ -1,12 +1,15 @@
-"""The ablation table of benchmarks/accuracy_cpu.sh, read from finished run folders.
+"""The ablation table of benchmarks/accuracy_cpu.sh, from finished run folders, through segkit.compare.
 
-One markdown row per run: config name, training minutes, epochs (fractional: a time budget ends one
-part-way), held-out mIoU and classes at zero IoU (metrics.json: best.keras on the run's validation
-split), params and GFLOPs per image at the evaluated size (segkit.models.model_stats).
-Run from the repository root:  python benchmarks/accuracy_table.py RUN_DIR [RUN_DIR ...] [--cores both|split]
+One markdown row per run: config name, training minutes, epochs (fractional: a time budget ends one part-way),
+held-out mIoU and classes at zero IoU, params and GFLOPs per image at the size the model is fed. compare judges
+every run on the same held-out items at the largest prepared size's labels, each model fed at the size it was
+trained at, so a run trained at 192x192 is scored on the same 256x256 labels as the rest; its report (per-class
+IoU, learning curves, a qualitative grid, confusion matrices) goes to --out.
+Run from the repository root:  python benchmarks/accuracy_table.py RUN_DIR [RUN_DIR ...] [--out DIR] [--cores both|split]
 """
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -14,30 +17,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from segkit import models  # noqa: E402
+import segkit  # noqa: E402
 from segkit.errors import SegkitError  # noqa: E402
-from segkit.workflows import runs, train  # noqa: E402
+from segkit.workflows.runs import METRICS  # noqa: E402
 
 COLUMNS = ("config", "minutes", "epochs", "held-out mIoU", "classes at zero IoU", "params (M)", "GFLOPs")
 
 
-def row(folder) -> dict:
-    """One table row of the run in `folder`; mIoU and zero classes are '-' when no epoch finished."""
-    run = runs.Run.open(folder)
-    cfg, state, dataset = run.config, run.state, run.dataset
-    stats = models.model_stats(train.build_model(cfg, len(dataset["classes"]), tuple(dataset["image_size"])))
-    scored = run.file(runs.METRICS).is_file()
-    metrics = run.metrics if scored else {}
-    zero = sum(1 for iou in metrics.get("per_class_iou", {}).values() if iou == 0)
-    return {
-        "config": cfg["name"],
-        "minutes": f"{state['train_seconds'] / 60:.1f}",
-        "epochs": f"{run.epochs_run:.2f}",
-        "held-out mIoU": f"{metrics['miou']:.4f}" if scored else "-",
-        "classes at zero IoU": str(zero) if scored else "-",
-        "params (M)": f"{stats['params'] / 1e6:.2f}",
-        "GFLOPs": f"{stats['gflops']:.2f}",
-    }
+def rows(folders, out) -> list[dict]:
+    """One table row per run folder, from segkit.compare's table and per-class IoU (its progress goes to stderr)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        result = segkit.compare(folders, out=out, latency=False)
+    per_class = result["per_class"]
+    return [{
+        "config": name,
+        "minutes": f"{run['training (min)']:.1f}",
+        "epochs": f"{run['epochs']:.2f}",
+        "held-out mIoU": f"{run['mIoU']:.4f}",
+        "classes at zero IoU": str(int((per_class[name] == 0).sum())),
+        "params (M)": f"{run['params (M)']:.2f}",
+        "GFLOPs": f"{run['GFLOPs']:.2f}",
+    } for name, run in result["table"].iterrows()]
 
 
 def table(rows) -> str:
@@ -48,20 +48,25 @@ def table(rows) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", help="run folders")
+    parser.add_argument("runs", nargs="*", help="finished run folders")
+    parser.add_argument("--out", help="folder for compare's report and figures (default: compare/ beside the first run)")
     parser.add_argument("--cores", default="both", help="how the runs shared the CPU (printed above the table)")
     args = parser.parse_args(argv)
-    if not args.runs:
-        print("accuracy_table.py: no run folders given (did every training fail? see the logs)", file=sys.stderr)
+    finished = [folder for folder in args.runs if (Path(folder) / METRICS).is_file()]
+    for folder in sorted(set(args.runs) - set(finished)):
+        print(f"accuracy_table.py: left out {folder}: no {METRICS} (the run did not finish; see its log)", file=sys.stderr)
+    if not finished:
+        print("accuracy_table.py: no finished run folders given (did every training fail? see the logs)", file=sys.stderr)
         return 2
     try:
-        rows = [row(folder) for folder in args.runs]
+        found = rows(finished, args.out or Path(finished[0]).parent / "compare")
     except SegkitError as err:
         print(f"accuracy_table.py: error: {err}", file=sys.stderr)
         return 2
     mode = "one after the other, both cores" if args.cores == "both" else "two side by side, one core and one thread each"
-    print(f"runs: {mode}; mIoU on each run's held-out validation split; GFLOPs per image at the evaluated size\n")
-    print(table(rows))
+    print(f"runs: {mode}; mIoU on the held-out validation items at the largest trained size's labels, each model fed "
+          f"at its own; GFLOPs per image at that size\n")
+    print(table(found))
     return 0
 
 
