@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 10's ablation table: trains every config in benchmarks/ablations/ (the Fast-SCNN CPU recipe with plain
 # cross-entropy, and one file per recipe lever) from scratch for the same wall-clock budget, then prints config,
-# minutes, epochs, held-out mIoU, classes at zero IoU, params and GFLOPs from the run folders (accuracy_table.py).
+# minutes, epochs, held-out mIoU, classes at zero IoU, params and GFLOPs from the run folders (accuracy_table.py:
+# segkit.compare scores every run on the same held-out items at 256x256 labels, each model fed at its trained size).
 #
 # Run from anywhere:  bash benchmarks/accuracy_cpu.sh          (10 configs, two at a time x 25 min: about 2 h 20 min)
 # Budget per run:     BUDGET=25 (minutes; training stops after the step that reaches it, then validates and saves)
@@ -11,7 +12,8 @@
 #                                  BUDGET=35 about 6 h 20 min). Compare rows within one mode only.
 # Subset:             CONFIGS="benchmarks/ablations/baseline.yaml benchmarks/ablations/ema.yaml"
 # Extra overrides:    SET="data.limit=64 data.val=16"   (space-separated key=value, applied to every run)
-# Results:            $RUNS/<config>-<time>/ run folders, $RUNS/logs/<config>.log, $RUNS/table.md
+# Results:            $RUNS/<config>-<time>/ run folders, $RUNS/logs/<config>.log, $RUNS/table.md,
+#                     $RUNS/compare/report.md (per-class IoU, learning curves and predictions of every run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUDGET=${BUDGET:-25}
@@ -77,5 +79,5 @@ for config in $CONFIGS; do
     folder=$(sed -n 's/^run folder: //p' "$RUNS/logs/$(basename "$config" .yaml).log" | tail -n 1)
     [ -n "$folder" ] && folders+=("$folder")
 done
-python benchmarks/accuracy_table.py --cores "$CORES" "${folders[@]}" | tee "$RUNS/table.md"
+python benchmarks/accuracy_table.py --cores "$CORES" --out "$RUNS/compare" "${folders[@]}" | tee "$RUNS/table.md"
 echo "wall-clock $(( ($(date +%s) - started) / 60 )) min; rerun: BUDGET=${BUDGET} CORES=${CORES}${SET:+ SET=\"$SET\"} bash benchmarks/accuracy_cpu.sh (CONFIGS: $(echo $CONFIGS | wc -w) files)"
