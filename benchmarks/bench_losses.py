@@ -1,9 +1,9 @@
 """What each loss, and XLA, costs in a Fast-SCNN training step (the CPU recipe's shape: 8 x 256x256, 19 classes,
 AdamW), TensorFlow backend, side by side in one process: one model per variant, their steps alternating so machine
-load hits all alike. From scratch every pixel's true-class probability (about 1/19) is below OHEM's threshold (0.7), so the
-shipped "ohem" skips its sort; "ohem, sorting" sets the threshold to 0.01, under every pixel, so min_kept decides
-and it sorts the batch's 524,288 probabilities every step, as OHEM did before it learnt to skip the sort when the
-threshold decides. The "XLA" rows compile the step with jit_compile=True (train.jit_compile: true; "auto", the
+load hits all alike. From scratch every pixel's true-class probability (about 1/19) is below OHEM's threshold
+(0.7), so the shipped "ohem" skips its sort; "ohem, sorting" sets the threshold to 0.01, under every pixel, so
+min_kept decides and it sorts the batch's 524,288 probabilities every step, as OHEM did before it learnt to skip
+the sort when the threshold decides. The "XLA" rows compile the step with jit_compile=True (train.jit_compile: true; "auto", the
 default, means no XLA on a CPU-only machine). Run with both cores (the goal conditions) or pin one:
     python benchmarks/bench_losses.py
     taskset -c 0 env OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python benchmarks/bench_losses.py
