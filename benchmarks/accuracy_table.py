@@ -40,9 +40,9 @@ def rows(folders, out) -> list[dict]:
     } for name, run in result["table"].iterrows()]
 
 
-def table(rows) -> str:
+def table(table_rows) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in table_rows]
     return "\n".join(lines)
 
 

@@ -86,7 +86,7 @@ def inference(rounds, shape, light):
     if light:
         models = {model_label(name, encoder): segkit_model(name, shape, encoder) for name, encoder in LIGHT_MODELS}
     else:
-        models = {f"{name}-resnet34": segkit_model(name, shape) for name in ("unet", "pspnet", "deeplabv3plus")}
+        models = {model_label(name): segkit_model(name, shape) for name in ("unet", "pspnet", "deeplabv3plus")}
         models["sm.Unet"] = reference_unet(shape)
     calls = {name: (lambda m=model: m.predict_on_batch(image)) for name, model in models.items()}
     medians = alternating_medians(calls, rounds)
