@@ -1,5 +1,7 @@
 """predict_probabilities (padding, flip TTA, sliding windows), required_multiple and model_stats on small stand-in models."""
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -227,3 +229,17 @@ def test_a_model_of_any_input_size_is_counted_at_the_size_given():
     pixels = 16 * 24
     hand = pixels * NUM_CLASSES * 7 + 4 * 6 * 3 * 16 + pixels * NUM_CLASSES * 6 + pixels * NUM_CLASSES
     assert fixed["gflops"] == hand / 1e9
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the warning is TensorFlow's")
+def test_predicting_with_several_models_does_not_warn_of_retracing_but_other_functions_still_do(caplog, image):
+    # TensorFlow counts the traces of all models' predict functions together: four models at two batch sizes warn.
+    for _ in range(4):
+        model = per_pixel_model()
+        predict_probabilities(model, image)
+        predict_probabilities(model, np.stack([image] * 3))
+    tensorflow = logging.getLogger("tensorflow")
+    tensorflow.warning("5 out of the last 5 calls to <function TensorFlowTrainer.make_train_function.<locals>.one_step_on_data "
+                       "at 0x0> triggered tf.function retracing.")
+    retracing = [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()]
+    assert len(retracing) == 1 and "make_train_function" in retracing[0]

@@ -3,6 +3,7 @@
 `predict_probabilities` returns per-pixel class probabilities (softmax of the model's logits) as float32.
 """
 
+import logging
 import math
 
 import keras
@@ -21,6 +22,22 @@ _DOWNSAMPLING = (
     keras.layers.AveragePooling2D,
 )
 _SIZE_FREE = (AdaptiveAveragePooling2D, keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+
+
+class _PredictTracingFilter(logging.Filter):
+    """Drops TensorFlow's warning that Keras' predict function "triggered tf.function retracing".
+
+    TensorFlow counts the traces of every model's predict function together (keyed by Keras' code, not the
+    model), so predicting with a few models, or at a few image sizes, trips a warning meant for a function
+    retraced in a loop. Other functions' retracing warnings still show.
+    """
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "make_predict_function" in message)
+
+
+logging.getLogger("tensorflow").addFilter(_PredictTracingFilter())
 
 
 def without_aux(model):
