@@ -1,9 +1,8 @@
 """The set-up call every notebook makes after installing segkit: data, accelerator, run folders, smoke parameters.
 
 `env = segkit.notebook.setup("cityscapes-pairs")` downloads (or finds) the dataset, says which accelerator
-it found and turns on mixed precision on a GPU, optionally keeps run folders on Google Drive (Colab), and
-returns what the notebook needs: where the data and runs are and the overrides that make `segkit.train`
-use them. CI shrinks every run through SEGKIT_NB_* environment variables (notebooks/conftest.py).
+it found, optionally keeps run folders on Google Drive (Colab), and returns what the notebook needs: where
+the data and runs are and the overrides that make `segkit.train` use them (on a GPU, in mixed precision). CI shrinks every run through SEGKIT_NB_* environment variables (notebooks/conftest.py).
 """
 
 import os
@@ -70,8 +69,9 @@ class Env:
                 f"this notebook ran in {(time.time() - self.started) / 60:.1f} min")
 
     def overrides(self, **extra) -> dict:
-        """Config overrides that point a config at this data and, in smoke mode, shrink the run; `extra` adds more."""
-        found = {}
+        """Config overrides that point a config at this data, train in float16 on a GPU and, in smoke mode, shrink
+        the run; `extra` adds more. An override, not a global dtype policy, so the run's config.yaml says so."""
+        found = {"train.mixed_precision": True} if self.gpu else {}
         size, epochs, subset, batch = (self.params.get(k) for k in ("size", "epochs", "subset", "batch"))
         if self.data is not None:
             found["data.path"] = str(self.data)
@@ -133,15 +133,14 @@ def _positive_int(key: str, text: str) -> int:
 
 
 def _accelerator(cpu_minutes: float | None) -> str | None:
-    """Prints the accelerator found; on a GPU turns on mixed precision (float16 compute, float32 logits)."""
+    """Prints the accelerator found and returns the GPU's name (None on a CPU)."""
     import keras
 
     from segkit.workflows.distribution import gpu_name
 
     gpu = gpu_name()
     if gpu:
-        keras.mixed_precision.set_dtype_policy("mixed_float16")
-        print(f"GPU: {gpu} (Keras {keras.backend.backend()} backend); mixed precision on")
+        print(f"GPU: {gpu} (Keras {keras.backend.backend()} backend); training in mixed precision (float16)")
         return gpu
     estimate = f" (about {cpu_minutes:.0f} minutes for this notebook's full run)" if cpu_minutes else ""
     print(f"CPU only: this will be slow{estimate}. On Colab: Runtime > Change runtime type > GPU")

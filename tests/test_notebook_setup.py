@@ -16,7 +16,8 @@ import pytest
 from support import serve_folder
 from segkit import notebook
 from segkit.errors import SegkitError
-from segkit.workflows import distribution
+from segkit.workflows import config, distribution
+from segkit.workflows.train import mixed_precision_policy
 
 download_module = importlib.import_module("segkit.data.download")  # segkit.data.download is the function
 ENV_KEYS = ("SEGKIT_NB_DATA", "SEGKIT_NB_CAMVID", "SEGKIT_NB_RUNS", "SEGKIT_NB_ENCODER_WEIGHTS", *notebook.SMOKE)
@@ -100,15 +101,14 @@ def test_tensorflow_python_log_is_kept_to_errors(tmp_path):
     assert not tf_log.isEnabledFor(logging.WARNING) and tf_log.isEnabledFor(logging.ERROR)
 
 
-def test_on_a_gpu_it_names_it_and_turns_on_mixed_precision(monkeypatch, capsys):
+def test_on_a_gpu_it_names_it_and_its_overrides_train_in_float16_without_a_global_policy(monkeypatch, capsys):
     monkeypatch.setattr(distribution, "gpu_name", lambda: "Tesla T4")
-    before = keras.mixed_precision.dtype_policy()
-    try:
-        env = notebook.setup(None)
-        assert keras.mixed_precision.dtype_policy().name == "mixed_float16"
-    finally:
-        keras.mixed_precision.set_dtype_policy(before)
+    before = keras.mixed_precision.dtype_policy().name
+    env = notebook.setup(None)
+    assert keras.mixed_precision.dtype_policy().name == before
     assert env.gpu == "Tesla T4" and "GPU: Tesla T4" in capsys.readouterr().out and env.data is None
+    cfg = config.load({"data": {"path": "x"}, "train": {"mixed_precision": False}}, env.overrides())
+    assert mixed_precision_policy(cfg["train"]["mixed_precision"]) == "mixed_float16"
 
 
 def test_drive_mounts_google_drive_and_puts_run_folders_there(colab):
