@@ -4,12 +4,12 @@
 # minutes, epochs, held-out mIoU, classes at zero IoU, params and GFLOPs from the run folders (accuracy_table.py:
 # segkit.compare scores every run on the same held-out items at 256x256 labels, each model fed at its trained size).
 #
-# Run from anywhere:  bash benchmarks/accuracy_cpu.sh          (10 configs, two at a time x 25 min: about 2 h 15 min)
+# Run from anywhere:  bash benchmarks/accuracy_cpu.sh          (15 configs, two at a time x 25 min: about 3 h 30 min)
 # Budget per run:     BUDGET=25 (minutes; training stops after the step that reaches it, then validates and saves)
 # Cores:              CORES=split  two runs side by side, pinned with taskset -c 0 / -c 1, one thread each (default:
 #                                  every lever gets the same single core, so a pair shares memory bandwidth equally)
 #                     CORES=both   one run after the other, each with both cores (the goal conditions; with
-#                                  BUDGET=35 about 6 h 20 min). Compare rows within one mode only.
+#                                  BUDGET=35 about 9 h 20 min). Compare rows within one mode only.
 # Subset:             CONFIGS="benchmarks/ablations/baseline.yaml benchmarks/ablations/ema.yaml"
 # Extra overrides:    SET="data.limit=64 data.val=16"   (space-separated key=value, applied to every run)
 # Results:            $RUNS/<config>-<time>/ run folders, $RUNS/logs/<config>.log, $RUNS/table.md,
