@@ -2,7 +2,8 @@
 
 `env = segkit.notebook.setup("cityscapes-pairs")` downloads (or finds) the dataset, says which accelerator
 it found, optionally keeps run folders on Google Drive (Colab), and returns what the notebook needs: where
-the data and runs are and the overrides that make `segkit.train` use them (on a GPU, in mixed precision). CI shrinks every run through SEGKIT_NB_* environment variables (notebooks/conftest.py).
+the data and runs are and the overrides that make `segkit.train` use them (on a GPU, in mixed precision).
+CI shrinks every run through SEGKIT_NB_* environment variables (notebooks/conftest.py).
 """
 
 import os

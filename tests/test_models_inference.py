@@ -234,6 +234,7 @@ def test_a_model_of_any_input_size_is_counted_at_the_size_given():
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the warning is TensorFlow's")
 def test_predicting_with_several_models_does_not_warn_of_retracing_but_other_functions_still_do(caplog, image):
     # TensorFlow counts the traces of all models' predict functions together: four models at two batch sizes warn.
+    caplog.set_level(logging.WARNING, logger="tensorflow")  # notebook.setup keeps TensorFlow's log to errors
     for _ in range(4):
         model = per_pixel_model()
         predict_probabilities(model, image)
