@@ -74,7 +74,9 @@ class RunRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
             return  # nothing from this epoch is saved: the last good checkpoint stays the committed one
         seconds = clock() - self._epoch_start
-        row = {"epoch": epoch + 1, "steps": self._steps, **_canonical(_scalars(logs)),
+        # epoch_steps is a full epoch's length: steps < epoch_steps marks an epoch the time budget cut short.
+        row = {"epoch": epoch + 1, "steps": self._steps, "epoch_steps": self.params.get("steps") or self._steps,
+               **_canonical(_scalars(logs)),
                "learning_rate": _learning_rate(self.model), "seconds": seconds}
         self._commit(row)
         if self._over_budget():
