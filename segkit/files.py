@@ -6,6 +6,7 @@ Standard library only, like `segkit.errors`, so `segkit.data` and `segkit.models
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from segkit.errors import SegkitError
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "remove_abandoned", "download"]
+__all__ = ["atomic_path", "write_bytes", "write_text", "remove_abandoned", "download", "check_writable_folder",
+           "check_writable_file", "writing_into", "Ledger"]
 
 _PARTIAL = ".partial-"
 CHUNK = 1 << 20
@@ -73,6 +75,125 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # it exists, under another user
         return True
     return True
+
+
+def check_writable_folder(folder, label: str = "folder") -> Path:
+    """Refuses in one line, before any work, a folder that cannot be created or written; creates nothing.
+
+    Args:
+        folder (str | Path): the destination folder; it may be missing, with missing parents.
+        label (str): how the user named it, e.g. "--out" or "--runs": the error starts with it and the path.
+
+    A plain file at `folder` or on its way, and a read-only or unwritable nearest existing folder, are refused.
+    The test is a real write (a hidden folder made and removed at once): permission bits do not stop root, a
+    read-only file system does.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.is_dir():
+        if existing.exists() or existing.is_symlink():
+            where = "" if existing == folder else f" ({existing} is one)"
+            raise SegkitError(f"{label} {folder} must be a folder, but is a file or a broken link{where}")
+        existing = existing.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".segkit-write-check-"))
+    except OSError as err:
+        where = "" if existing == folder else f" (in {existing})"
+        raise SegkitError(f"{label} {folder} cannot be written{where}: {err.strerror or err}") from None
+    return folder
+
+
+def check_writable_file(path, label: str) -> Path:
+    """Refuses in one line a file that cannot be written: its folder is missing, a file, or read-only, or it is a folder.
+
+    Args:
+        path (str | Path): the file to be written later (whole, by `write_bytes` or `write_text`).
+        label (str): how the user named it, e.g. "--json".
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise SegkitError(f"{label} {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise SegkitError(f"{label} {path} is a folder, not a file")
+    check_writable_folder(path.parent, f"{label} {path}: folder")
+    return path
+
+
+@contextlib.contextmanager
+def writing_into(dest, label: str):
+    """Turns an OSError raised while writing into `dest` (a full disk, a file system gone read-only) into one line
+    naming `label` and `dest` as the user gave them, not the hidden temporary path that `atomic_path` was writing.
+
+    Args:
+        dest (str | Path): the destination the user named.
+        label (str): its option, e.g. "--out".
+    """
+    try:
+        yield
+    except OSError as err:
+        raise SegkitError(f"{label} {dest}: cannot write ({err.strerror or err}); files already complete are kept, "
+                          "nothing is half-written") from None
+
+
+class Ledger:
+    """The files segkit wrote into a folder, by name and SHA-256, kept in a hidden JSON file in that folder.
+
+    A later call replaces a file only while it still holds what segkit wrote: a user's own file saved under
+    the same name, or a segkit file the user edited, is refused (`foreign`), never lost. Digests are recorded
+    before the files are written (`record`), so a call killed midway leaves every file it wrote replaceable.
+    """
+
+    def __init__(self, folder, name: str, key: str):
+        """Args:
+            folder (str | Path): the folder holding the files and the ledger.
+            name (str): the ledger's file name, e.g. ".segkit-synthetic.json".
+            key (str): the JSON key its {file name: [sha256, ...]} table lives under (what wrote the files).
+        """
+        self.folder, self.path, self.key = Path(folder), Path(folder) / name, key
+        self.digests = self._read()
+
+    def _read(self) -> dict[str, list[str]]:
+        try:
+            table = json.loads(self.path.read_text(encoding="utf-8"))[self.key]
+            return {str(name): [str(d) for d in digests] for name, digests in table.items()}
+        except (OSError, ValueError, UnicodeDecodeError, TypeError, KeyError, AttributeError):
+            return {}  # missing, or written by an older segkit without digests: nothing is provably ours
+
+    def owns(self, name: str) -> bool:
+        """Whether file `name` is missing, or holds bytes segkit recorded for it (may be replaced)."""
+        path = self.folder / name
+        if not os.path.lexists(path):
+            return True
+        return path.is_file() and not path.is_symlink() and _sha256_of(path) in self.digests.get(name, [])
+
+    def foreign(self, names) -> list[str]:
+        """Those of `names` present in the folder that segkit did not write there, or that changed since."""
+        return [name for name in names if not self.owns(name)]
+
+    def record(self, contents: dict) -> None:
+        """Adds the digests of `contents` ({file name: bytes about to be written}) and saves the ledger."""
+        for name, data in contents.items():
+            digests = self.digests.setdefault(name, [])
+            digest = hashlib.sha256(data).hexdigest()
+            if digest not in digests:
+                digests.append(digest)
+        self.save()
+
+    def settle(self, names) -> None:
+        """Keeps exactly `names`, each with only its file's current digest (older candidates are forgotten)."""
+        self.digests = {name: [_sha256_of(self.folder / name)] for name in names}
+        self.save()
+
+    def save(self) -> None:
+        write_text(self.path, json.dumps({self.key: self.digests}, indent=1) + "\n")
+
+
+def _sha256_of(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def download(url: str, dest, algorithm: str = "sha256", progress=None) -> str:

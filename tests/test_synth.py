@@ -139,3 +139,49 @@ def test_synthetic_set_with_a_file_added_is_refused(tmp_path):
     with pytest.raises(SegkitError, match=r"synth: holds files not written by segkit data synth \(7\.jpg\)"):
         write_synthetic(out, 2, size=(32, 32))
     assert _snapshot(out) == before
+
+
+def test_a_real_file_saved_under_a_synthetic_name_is_refused_and_kept(tmp_path):
+    out = tmp_path / "synth"
+    write_synthetic(out, 3, size=(32, 32))
+    (out / "1.jpg").write_bytes(b"a real photo copied over scene 1")
+    before = _snapshot(out)
+    with pytest.raises(SegkitError, match=r"synth: .*1\.jpg.* changed since segkit data synth wrote") as err:
+        write_synthetic(out, 3, size=(32, 32))
+    assert "\n" not in str(err.value)
+    assert _snapshot(out) == before
+
+
+def test_a_set_cut_short_by_a_kill_is_still_replaceable(tmp_path, monkeypatch):
+    from segkit import files
+
+    out = tmp_path / "synth"
+    write_synthetic(out, 2, seed=1, size=(32, 32))
+    real_write = files.write_bytes
+    written = []
+
+    def killed_after_two(path, data):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(path)
+        return real_write(path, data)
+
+    monkeypatch.setattr(files, "write_bytes", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic(out, 4, seed=2, size=(32, 32))
+    monkeypatch.undo()
+    paths = write_synthetic(out, 4, seed=2, size=(32, 32))
+    fresh = write_synthetic(tmp_path / "fresh", 4, seed=2, size=(32, 32))
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in fresh]
+
+
+def test_a_read_only_or_file_destination_is_one_line_before_any_scene(read_only_folder, tmp_path, monkeypatch):
+    def no_scene(*args, **kwargs):
+        raise AssertionError("a scene was drawn before the destination was checked")
+
+    monkeypatch.setattr("segkit.data.synth.synthetic_scene", no_scene)
+    with pytest.raises(SegkitError, match=r"read-only/set cannot be written \(in .*read-only\): Read-only file system"):
+        write_synthetic(read_only_folder / "set", 2, size=(32, 32))
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(SegkitError, match=r"plain/set must be a folder, but is a file .*\(.*plain is one\)"):
+        write_synthetic(tmp_path / "plain" / "set", 2, size=(32, 32))

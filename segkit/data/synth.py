@@ -4,7 +4,6 @@ Each scene is drawn twice at once, as a trainId mask and as a flat-colour "albed
 textured per class and lit, so every class has its own look (with noise) and the task is learnable.
 """
 
-import json
 from pathlib import Path
 
 import cv2
@@ -18,8 +17,10 @@ __all__ = ["synthetic_city", "synthetic_scene", "write_synthetic"]
 
 # Largest side of a scene: a few float32 layers of this size are held while rendering.
 MAX_SIDE = 4096
-# Written into every synthetic folder: the names of the set, so a later call knows what it may replace.
+# Written into every synthetic folder: each file's name and digest, so a later call replaces only those unchanged.
 MARKER = ".segkit-synthetic.json"
+# Scenes encoded, recorded in the marker, then written, per batch: the marker is rewritten once per batch, not per file.
+_BATCH = 16
 
 _ID = {label.name: label.train_id for label in TRAIN_CLASSES}
 ROAD, SIDEWALK, BUILDING, WALL, FENCE = (_ID[n] for n in ("road", "sidewalk", "building", "wall", "fence"))
@@ -383,31 +384,40 @@ def write_synthetic(out, count: int, seed: int = 0, size: tuple[int, int] = (256
     """Write `count` scenes to `out/1.jpg .. out/N.jpg` as composites H x 2W: photo left, official label colours right.
 
     `out` must be missing, empty or an earlier synthetic set (which is replaced whole): a folder holding
-    anything else is refused, since real pairs carry the same `N.jpg` names.
+    anything else, or a synthetic file changed since it was written (a real pair copied over `1.jpg`), is
+    refused, since real pairs carry the same `N.jpg` names.
     """
     if not isinstance(count, (int, np.integer)) or count < 1:
         raise SegkitError(f"count must be a positive integer, got {count!r}")
     _check_scene_size(size)
-    out = Path(out)
-    earlier = _earlier_set(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = files.check_writable_folder(out)
+    ledger = _earlier_set(out)
+    earlier = list(ledger.digests)
     names = [f"{i}.jpg" for i in range(1, count + 1)]
-    # Until the new set is complete the marker lists old and new names, so a killed run is still replaceable.
-    _write_marker(out, earlier + [name for name in names if name not in earlier])
     # Full-resolution chroma (4:4:4): with the usual 4:2:0, label colours bleed two pixels at every edge.
     jpeg_params = [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
     paths = []
-    for i, name in enumerate(names, start=1):
-        photo, mask = synthetic_scene(i, seed, size)
-        composite = np.concatenate([photo, _LABEL_COLORS[mask]], axis=1)
-        ok, data = cv2.imencode(".jpg", composite[..., ::-1], jpeg_params)
-        if not ok:
-            raise SegkitError(f"could not encode synthetic scene {i} as JPEG")
-        paths.append(files.write_bytes(out / name, data.tobytes()))
-    for stale in set(earlier) - set(names):
-        (out / stale).unlink(missing_ok=True)
-    _write_marker(out, names)
+    with files.writing_into(out, "folder"):
+        out.mkdir(parents=True, exist_ok=True)
+        for first in range(1, count + 1, _BATCH):
+            batch = {names[i - 1]: _encoded_scene(i, seed, size, jpeg_params) for i in range(first, min(first + _BATCH, count + 1))}
+            # Digests first: a run killed between the two lines leaves files the marker still vouches for.
+            ledger.record(batch)
+            paths += [files.write_bytes(out / name, data) for name, data in batch.items()]
+        for stale in set(earlier) - set(names):
+            (out / stale).unlink(missing_ok=True)
+        ledger.settle(names)
     return paths
+
+
+def _encoded_scene(index: int, seed: int, size, jpeg_params) -> bytes:
+    """Scene `index` as the JPEG bytes of its composite (photo | label colours)."""
+    photo, mask = synthetic_scene(index, seed, size)
+    composite = np.concatenate([photo, _LABEL_COLORS[mask]], axis=1)
+    ok, data = cv2.imencode(".jpg", composite[..., ::-1], jpeg_params)
+    if not ok:
+        raise SegkitError(f"could not encode synthetic scene {index} as JPEG")
+    return data.tobytes()
 
 
 def synthetic_city(out, count: int, seed: int = 0) -> Path:
@@ -425,34 +435,33 @@ def synthetic_city(out, count: int, seed: int = 0) -> Path:
     return out
 
 
-def _earlier_set(out: Path) -> list[str]:
-    """The file names of the synthetic set already in `out` (none when it is missing or empty); anything else is refused."""
-    if out.exists() and not out.is_dir():
-        raise SegkitError(f"{out}: exists and is not a folder")
-    listed = _read_marker(out / MARKER) if out.is_dir() else []
-    for name in [*listed, MARKER]:
+def _earlier_set(out: Path) -> files.Ledger:
+    """The ledger of the synthetic set already in `out` (empty when it is missing or empty); anything else is refused."""
+    ledger = files.Ledger(out, MARKER, "segkit_synthetic")
+    if not out.is_dir():
+        return ledger
+    for name in [*ledger.digests, MARKER]:
         files.remove_abandoned(out / name)  # half-written files of a synth run that was killed
-    entries = {entry.name for entry in out.iterdir()} if out.is_dir() else set()
-    foreign = sorted(entries - set(listed) - {MARKER})
+    entries = {entry.name for entry in out.iterdir()} - {MARKER}
+    foreign = sorted(entries - set(ledger.digests))
     if foreign:
         raise SegkitError(
-            f"{out}: holds files not written by segkit data synth ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
-            "give an empty or new folder"
+            f"{out}: holds files not written by segkit data synth ({_some(foreign)}); give an empty or new folder"
         )
-    return listed
+    changed = sorted(ledger.foreign(entries), key=_natural)
+    if changed:
+        raise SegkitError(f"{out}: {_some(changed)} changed since segkit data synth wrote them; "
+                          "move them away or give an empty or new folder")
+    return ledger
 
 
-def _read_marker(path: Path) -> list[str]:
-    try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-        return [str(name) for name in marker["segkit_synthetic"]]
-    except (OSError, ValueError, UnicodeDecodeError, TypeError, KeyError):
-        return []
+def _some(names) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
-def _write_marker(out: Path, names: list[str]) -> None:
-    text = json.dumps({"segkit_synthetic": names}, indent=1) + "\n"
-    files.write_text(out / MARKER, text)
+def _natural(name: str):
+    stem = Path(name).stem
+    return (0, int(stem)) if stem.isdigit() else (1, name)
 
 
 def _check_scene_size(size) -> tuple[int, int]:
