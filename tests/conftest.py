@@ -14,6 +14,15 @@ def shared_data() -> Path:
     return require_shared_data()
 
 
+@pytest.fixture(scope="session")
+def sm():
+    """segmentation_models 1.0.1, the reference our U-Net and sm-style PSPNet match."""
+    os.environ["SM_FRAMEWORK"] = "tf.keras"  # read when segmentation_models is imported
+    import segmentation_models  # pinned in requirements.txt: a broken install fails here, it does not skip
+
+    return segmentation_models
+
+
 @pytest.fixture
 def read_only_folder(tmp_path):
     """An empty folder on a small tmpfs remounted read-only: writes fail with EROFS even for root (where chmod

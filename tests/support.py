@@ -1,4 +1,5 @@
-"""Shared by the tests: the repository root, the real data slices (required under CI=true), a local HTTP server.
+"""Shared by the tests: the repository root, the real data slices (required under CI=true), a local HTTP server,
+model weights copied by layer name for parity with segmentation_models.
 
 A module of its own, not conftest.py: notebooks/ has a conftest.py too, and `from conftest import ...`
 would pick whichever pytest imported first.
@@ -11,6 +12,8 @@ import os
 import threading
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,3 +49,33 @@ def serve_folder(root: Path):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+needs_tensorflow = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="segmentation_models runs on tf.keras only"
+)
+
+
+def random_weights(model, seed):
+    """Random weights for every layer, with positive BN variances so the outputs stay finite."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, w.shape) if "variance" in w.path else rng.normal(0, 0.1, w.shape)
+                for w in layer.weights
+            ])
+
+
+def run(model, images):
+    """Eager inference call: much faster than `predict` (no tracing) for a single tiny batch."""
+    return keras.tree.map_structure(keras.ops.convert_to_numpy, model(images, training=False))
+
+
+def copy_weights_by_name(source, target):
+    """Copies every weighted layer of `source` into the same-named layer of `target`; both must match 1:1."""
+    source_layers = {layer.name: layer for layer in source.layers if layer.weights}
+    target_layers = {layer.name: layer for layer in target.layers if layer.weights}
+    assert source_layers.keys() == target_layers.keys()
+    for name, layer in source_layers.items():
+        target_layers[name].set_weights(layer.get_weights())

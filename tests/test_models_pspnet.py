@@ -1,4 +1,5 @@
-"""PSPNet: adaptive pooling and resize layers against numpy/OpenCV, architecture as in the paper, aux head."""
+"""PSPNet: adaptive pooling and resize layers against numpy/OpenCV, architecture as in the paper, aux head, and the
+segmentation_models variant against segmentation_models itself."""
 
 import math
 
@@ -10,6 +11,7 @@ import pytest
 from segkit.errors import SegkitError
 from segkit.models import AUX_LOSS_WEIGHTS, build, predict_probabilities, required_multiple, resnet_encoder, without_aux
 from segkit.models.layers import AdaptiveAveragePooling2D, ResizeToMatch
+from support import copy_weights_by_name, needs_tensorflow, random_weights, run
 
 
 NUM_CLASSES = 4
@@ -151,3 +153,24 @@ def test_pyramid_views_pool_the_channel_mean_of_the_pyramid_input():
         np.testing.assert_allclose(grid, brute_force_adaptive_pool(mean, bins, bins)[0, ..., 0], rtol=1e-5, atol=1e-6)
         assert row_starts == [math.floor(i * 9 / bins) for i in range(bins)]
         assert col_starts == [math.floor(i * 7 / bins) for i in range(bins)]
+
+
+@needs_tensorflow
+@pytest.mark.parametrize("encoder", ["resnet18", "resnet34"])
+def test_sm_variant_matches_segmentation_models(sm, encoder):
+    """Same parameters and, with sm's weights copied by name, the same logits (96x96: a multiple of sm's 48)."""
+    reference = sm.PSPNet(encoder, classes=19, activation="linear", encoder_weights=None,
+                          input_shape=(96, 96, 3), downsample_factor=8)
+    model = build("pspnet_sm", encoder, num_classes=19, input_shape=(96, 96, 3))
+    assert model.count_params() == reference.count_params()
+    random_weights(reference, seed=1)
+    copy_weights_by_name(reference, model)
+    images = np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    expected = run(reference, images)
+    assert np.abs(run(model, images) - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+
+
+def test_sm_variant_takes_sides_sm_refuses():
+    """Adaptive pooling: 128x128 (16x16 features, not a multiple of 6) builds and predicts at full size."""
+    model = build("pspnet_sm", "resnet34", num_classes=NUM_CLASSES, input_shape=(128, 128, 3))
+    assert run(model, np.zeros((1, 128, 128, 3), "float32")).shape == (1, 128, 128, NUM_CLASSES)

@@ -37,7 +37,7 @@ def infer(model, x):
 
 def test_available_lists_the_models_alphabetically():
     # the order error messages, config checks and --help list them in
-    assert available() == ["deeplabv3plus", "fastscnn", "pspnet", "unet"]
+    assert available() == ["deeplabv3plus", "fastscnn", "pspnet", "pspnet_sm", "unet"]
 
 
 def test_labels_name_the_encoder_only_where_the_model_takes_one():
@@ -76,7 +76,7 @@ def test_a_training_step_updates_encoder_and_head(tiny, name):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"name": "segnet"}, "unknown model 'segnet'; available: deeplabv3plus, fastscnn, pspnet, unet"),
+        ({"name": "segnet"}, "unknown model 'segnet'; available: deeplabv3plus, fastscnn, pspnet, pspnet_sm, unet"),
         ({"encoder": "vgg16"}, "unknown encoder 'vgg16' for unet; available: resnet18, resnet34, resnet50"),
         ({"num_classes": 0}, "num_classes must be a positive integer, got 0"),
         ({"num_classes": True}, "num_classes must be a positive integer, got True"),

@@ -1,7 +1,5 @@
 """U-Net and ResNet encoder: parity with segmentation_models, dilation identity, input-size contract."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -9,43 +7,8 @@ import pytest
 from segkit.errors import SegkitError
 from segkit.models import build
 from segkit.models.resnet import resnet_encoder
+from support import copy_weights_by_name, needs_tensorflow, random_weights, run
 
-needs_tensorflow = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="segmentation_models runs on tf.keras only"
-)
-
-
-def random_weights(model, seed):
-    """Random weights for every layer, with positive BN variances so the outputs stay finite."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if layer.weights:
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, w.shape) if "variance" in w.path else rng.normal(0, 0.1, w.shape)
-                for w in layer.weights
-            ])
-
-
-def run(model, images):
-    """Eager inference call: much faster than `predict` (no tracing) for a single tiny batch."""
-    return keras.tree.map_structure(keras.ops.convert_to_numpy, model(images, training=False))
-
-
-def copy_weights_by_name(source, target):
-    """Copies every weighted layer of `source` into the same-named layer of `target`; both must match 1:1."""
-    source_layers = {layer.name: layer for layer in source.layers if layer.weights}
-    target_layers = {layer.name: layer for layer in target.layers if layer.weights}
-    assert source_layers.keys() == target_layers.keys()
-    for name, layer in source_layers.items():
-        target_layers[name].set_weights(layer.get_weights())
-
-
-@pytest.fixture(scope="module")
-def sm():
-    os.environ["SM_FRAMEWORK"] = "tf.keras"  # read when segmentation_models is imported
-    import segmentation_models  # pinned in requirements.txt: a broken install fails here, it does not skip
-
-    return segmentation_models
 
 
 @needs_tensorflow

@@ -7,7 +7,7 @@ from segkit.models.deeplabv3plus import build_deeplabv3plus
 from segkit.models.encoders import ENCODERS
 from segkit.models.fastscnn import build_fastscnn
 from segkit.models.inference import check_window, predict_probabilities, required_multiple, without_aux
-from segkit.models.pspnet import AUX_LOSS_WEIGHTS, build_pspnet
+from segkit.models.pspnet import AUX_LOSS_WEIGHTS, build_pspnet, build_pspnet_sm
 from segkit.models.resnet import resnet_encoder
 from segkit.models.stats import model_stats
 from segkit.models.unet import build_unet
@@ -18,6 +18,7 @@ MODELS = {
     "unet": build_unet,
     "pspnet": build_pspnet,
     "deeplabv3plus": build_deeplabv3plus,
+    "pspnet_sm": build_pspnet_sm,
     "fastscnn": build_fastscnn,
 }
 # Models that are their own encoder (and train from scratch); the others take any of ENCODERS.

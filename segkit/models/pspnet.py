@@ -1,12 +1,14 @@
-"""PSPNet as in the paper (Zhao et al., CVPR 2017) on a dilated ResNet encoder.
+"""PSPNet (Zhao et al., CVPR 2017) in two variants: the paper's, and the light one `segmentation_models` users run.
 
-Unlike `segmentation_models.PSPNet`, which pools the stride-8 output of the first two
-ResNet stages with fixed-size windows (so sides must be multiples of 48 and the ResNet34
-model has 2.8 M parameters), segkit follows the paper: all four stages run, stages 3 and 4
-dilated (2 and 4) instead of strided, so the pyramid sees the deepest features at
-output stride 8; the pyramid uses adaptive pooling, so any side that is a multiple of 8
-works (360x480 gives 45x60 features, pooled to 1, 2, 3 and 6 bins like PyTorch's
-`AdaptiveAvgPool2d`).
+`build_pspnet` follows the paper: all four ResNet stages run, stages 3 and 4 dilated (2 and 4)
+instead of strided, so the pyramid sees the deepest features at output stride 8.
+`build_pspnet_sm` is `segmentation_models.PSPNet(downsample_factor=8)`: the encoder is cut after
+its second stage (stride 8), each pyramid branch has 512 filters, a 1x1 "aggregation" block and a
+3x3 classifier follow; with the same layer names, its weights load by name (2.8 M parameters on
+ResNet34 with 19 classes, against the dilated model's 24 M and 11x its FLOPs).
+Both pool adaptively, so any side that is a multiple of 8 works (360x480 gives 45x60 features,
+pooled to 1, 2, 3 and 6 bins like PyTorch's `AdaptiveAvgPool2d`); `segmentation_models` pools
+with fixed windows and needs multiples of 48, where the two poolings agree.
 """
 
 import keras
@@ -23,6 +25,7 @@ from segkit.models.layers import (
 
 PYRAMID_BINS = (1, 2, 3, 6)
 HEAD_FILTERS = 512
+SM_FILTERS = 512  # segmentation_models' psp_conv_filters: every pyramid branch and the aggregation block
 AUX_FILTERS = 256
 OUTPUT_STRIDE = 8
 # Loss weights for a model built with aux_head=True (the paper's 0.4 for the stage-3 head).
@@ -39,7 +42,7 @@ def build_pspnet(num_classes, input_shape=(None, None, 3), encoder="resnet34", a
     check_input_multiple(input_shape, OUTPUT_STRIDE, "PSPNet")
     inputs = keras.Input(input_shape, name="image")
     features = encoder_features(inputs, encoder, output_stride=OUTPUT_STRIDE)
-    x = _pyramid_pooling(features["stage4"])
+    x = _pyramid_pooling(features["stage4"], features["stage4"].shape[-1] // len(PYRAMID_BINS), "psp_bins")
     x = conv_bn_relu(x, HEAD_FILTERS, 3, name="psp_head")
     x = keras.layers.Dropout(dropout, name="psp_head_dropout")(x)
     logits = classifier_to_input_size(x, inputs, num_classes, name="logits")
@@ -52,14 +55,35 @@ def build_pspnet(num_classes, input_shape=(None, None, 3), encoder="resnet34", a
     return keras.Model(inputs, {"logits": logits, "aux_logits": aux_logits}, name=f"{name}_aux")
 
 
-def _pyramid_pooling(features):
-    """Concatenates `features` with its average over 1, 2, 3 and 6 bins (each reduced to C/4 channels)."""
-    branch_filters = features.shape[-1] // len(PYRAMID_BINS)
+def build_pspnet_sm(num_classes, input_shape=(None, None, 3), encoder="resnet34"):
+    """The PSPNet of `segmentation_models` (`downsample_factor=8`): pyramid on the encoder's stride-8 features.
+
+    Args:
+        num_classes: classes of the logits.
+        input_shape: `(H, W, 3)`; fixed sides must be multiples of 8.
+        encoder: a ResNet name ("resnet34"); the encoder runs up to its stride-8 feature map only.
+
+    Example:
+        >>> model = build_pspnet_sm(19, input_shape=(128, 128, 3))
+        >>> model.count_params()  # sm.PSPNet("resnet34", classes=19, downsample_factor=8) has the same
+    """
+    check_input_multiple(input_shape, OUTPUT_STRIDE, "PSPNet")
+    inputs = keras.Input(input_shape, name="image")
+    features = encoder_features(inputs, encoder, output_stride=32)["stage2"]
+    x = _pyramid_pooling(features, SM_FILTERS, "psp_level")
+    x = conv_bn_relu(x, SM_FILTERS, 1, name="aggregation")
+    x = keras.layers.Conv2D(num_classes, 3, padding="same", name="final_conv")(x)
+    logits = ResizeToMatch(name="logits", dtype="float32")([x, inputs])
+    return keras.Model(inputs, logits, name=f"pspnet_sm_{encoder}")
+
+
+def _pyramid_pooling(features, branch_filters, prefix):
+    """Concatenates `features` with its average over 1, 2, 3 and 6 bins, each reduced to `branch_filters` channels."""
     branches = [features]
     for bins in PYRAMID_BINS:
-        x = AdaptiveAveragePooling2D(bins, name=f"psp_bins{bins}_pool")(features)
-        x = conv_bn_relu(x, branch_filters, 1, name=f"psp_bins{bins}")
-        branches.append(ResizeToMatch(name=f"psp_bins{bins}_resize")([x, features]))
+        x = AdaptiveAveragePooling2D(bins, name=f"{prefix}{bins}_pool")(features)
+        x = conv_bn_relu(x, branch_filters, 1, name=f"{prefix}{bins}")
+        branches.append(ResizeToMatch(name=f"{prefix}{bins}_resize")([x, features]))
     return keras.layers.Concatenate(name="psp_concat")(branches)
 
 
