@@ -4,8 +4,8 @@
 instead of strided, so the pyramid sees the deepest features at output stride 8.
 `build_pspnet_sm` is `segmentation_models.PSPNet(downsample_factor=8)`: the encoder is cut after
 its second stage (stride 8), each pyramid branch has 512 filters, a 1x1 "aggregation" block and a
-3x3 classifier follow; with the same layer names, its weights load by name (2.8 M parameters on
-ResNet34 with 19 classes, against the dilated model's 24 M and 11x its FLOPs).
+3x3 classifier follow; with the same layer names, its weights load by name. On ResNet34 with 19 classes
+it has 2.8 M parameters and 1.7 GFLOPs per 128x128 image, the dilated model 26.3 M and 13.7.
 Both pool adaptively, so any side that is a multiple of 8 works (360x480 gives 45x60 features,
 pooled to 1, 2, 3 and 6 bins like PyTorch's `AdaptiveAvgPool2d`); `segmentation_models` pools
 with fixed windows and needs multiples of 48, where the two poolings agree.
