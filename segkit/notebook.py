@@ -4,17 +4,25 @@
 it found, optionally keeps run folders on Google Drive (Colab), and returns what the notebook needs: where
 the data and runs are and the overrides that make `segkit.train` use them (on a GPU, in mixed precision).
 CI shrinks every run through SEGKIT_NB_* environment variables (notebooks/conftest.py).
+
+The notebooks' own helpers live here too, and only here: `model_stats`, `find_finished`, `learning_check`,
+`validation_grid` and `photo_file`. Nothing else in segkit imports this module.
 """
 
+import math
 import os
 import platform
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ warnings after start-up stay out of stored outputs
 
+import numpy as np
+
 from segkit import data as data_lib
+from segkit import files
 from segkit.errors import SegkitError
 
 
@@ -36,11 +44,18 @@ def _import_backend_quietly() -> None:
 
 _import_backend_quietly()
 
+# After the quiet import above: these load Keras and its backend.
+from segkit import models, viz  # noqa: E402
+from segkit.workflows import config as config_lib  # noqa: E402
+from segkit.workflows import loading, run_report, runs, train  # noqa: E402
+from segkit.workflows.predict import write_png  # noqa: E402
+
 DATASETS = ("cityscapes-pairs", "camvid", "synthetic")
 DATA_ENV = {"cityscapes-pairs": "SEGKIT_NB_DATA", "camvid": "SEGKIT_NB_CAMVID"}  # a copy to use instead of downloading
 DRIVE_MOUNT = Path("/content/drive")  # where Colab mounts Google Drive
 SMOKE = {"SEGKIT_NB_SIZE": 128, "SEGKIT_NB_EPOCHS": 2, "SEGKIT_NB_SUBSET": 24, "SEGKIT_NB_BATCH": 4}  # CI's small runs
 SYNTHETIC_COUNT = 160
+MIN_LOSS_FALL = 0.02  # the last epoch's training loss must be at least 2% below the first's: noise is not learning
 
 
 @dataclass
@@ -189,3 +204,132 @@ def _notebook_display() -> None:
     if shell is not None:
         shell.run_line_magic("matplotlib", "inline")
         shell.run_line_magic("config", "InlineBackend.figure_formats = ['jpeg']")
+
+
+def model_stats(config, num_classes: int = 19) -> dict:
+    """{"params", "gflops", "size"} of the model a config builds, per image of its data.size (H, W).
+
+    Args:
+        config: a shipped config's name, a YAML path or a loaded config dict.
+        num_classes: classes of the output layer (19 for the Cityscapes pairs, 11 for CamVid).
+
+    An auxiliary training head and pretrained weights play no part.
+    """
+    cfg = config if isinstance(config, dict) else config_lib.load(config)
+    size = tuple(cfg["data"]["size"])
+    plain = {**cfg, "model": {**cfg["model"], "aux_head": False, "encoder_weights": None}}
+    return {**models.model_stats(train.build_model(plain, num_classes, size)), "size": size}
+
+
+def find_finished(runs_dir, config: str, overrides: dict | None = None) -> "runs.Run | None":
+    """The newest finished run of a config in `runs_dir` (training done, metrics written), or None.
+
+    Args:
+        runs_dir: the folder holding run folders.
+        config: the config's name (a run's folder names the size it trained, so the name is read from its config.yaml).
+        overrides: {"data.size": [128, 128], ...}: values the run's config must also have, so that, say, a smoke
+            run is not taken for a full one.
+
+    Folders that are not readable run folders are passed over.
+    """
+    stamped = [(runs.FOLDER_STAMP.search(p.name), p) for p in Path(runs_dir).glob("*-*") if p.is_dir()]
+    for _, path in sorted((((m.group(1), int(m.group(2) or 0)), p) for m, p in stamped if m), reverse=True):
+        try:
+            run = runs.Run.open(path)
+            cfg = run.config
+            done = run.state["status"] == "finished" and run.file(runs.METRICS).is_file()
+        except SegkitError:
+            continue
+        if done and cfg["name"] == config and all(_value(cfg, key) == value for key, value in (overrides or {}).items()):
+            return run
+    return None
+
+
+def _value(config: dict, key: str):
+    section, _, name = key.partition(".")
+    return config[section][name] if name else config[section]
+
+
+def learning_check(run: runs.Run) -> str:
+    """Raises SegkitError unless a finished run learnt something; returns the one-line evidence when it did.
+
+    Args:
+        run: a finished run (its state.json history and metrics.json are read).
+
+    Learnt means: every validation loss is finite, the training loss of the last epoch is at least
+    MIN_LOSS_FALL below the first's (so at least two epochs), and the validation mIoU of best.keras beats
+    the majority-class baseline (every pixel predicted as the most frequent true class).
+    """
+    history = run.state["history"]
+    if len(history) < 2:
+        raise SegkitError(f"learning check of {run.path}: needs at least 2 finished epochs, found {len(history)}")
+    bad = [row["epoch"] for row in history if not math.isfinite(row.get("val_loss", math.nan))]
+    if bad:
+        raise SegkitError(f"learning check of {run.path}: validation loss is not finite in epoch(s) {bad}")
+    first, last = history[0]["loss"], history[-1]["loss"]
+    if not last <= (1 - MIN_LOSS_FALL) * first:
+        raise SegkitError(f"learning check of {run.path}: training loss did not fall ({first:.4g} -> {last:.4g})")
+    miou, baseline = run.metrics["miou"], majority_baseline(run.metrics["confusion_matrix"])
+    if not miou > baseline:
+        raise SegkitError(f"learning check of {run.path}: validation mIoU {miou:.4f} is not above the "
+                          f"majority-class baseline {baseline:.4f}")
+    return (f"learnt: validation loss finite, training loss {first:.4g} -> {last:.4g}, "
+            f"mIoU {miou:.4f} > majority-class baseline {baseline:.4f}")
+
+
+def majority_baseline(confusion_matrix) -> float:
+    """mIoU of predicting the most frequent true class everywhere, on the pixels of a confusion matrix.
+
+    Args:
+        confusion_matrix: (C, C) pixel counts, rows the true classes.
+
+    That class scores its pixel share (its union is every pixel), every other class present scores 0.
+    """
+    truth = np.asarray(confusion_matrix, dtype=np.int64).sum(axis=1)
+    return float(truth.max() / truth.sum() / np.count_nonzero(truth))
+
+
+def validation_grid(run: runs.Run, count: int = 3):
+    """image | label | prediction of the run's best model for the first `count` validation items, with a class legend.
+
+    Args:
+        run: a finished run whose validation data is still prepared on disk.
+        count: how many validation items (rows) to show.
+    """
+    split = run_report.validation_split(run)
+    model, _ = loading.load_model(run.path)
+    images, truth, predicted = run_report.predicted_samples(split, {"prediction": model}, count)
+    return viz.sample_grid(images, truth, split.dataset.colors, split.dataset.classes, predictions=predicted, panel_size=2.0)
+
+
+def photo_file(source, *, fallback=None, folder="photos") -> Path:
+    """A photo for `segkit.predict` as a file.
+
+    Args:
+        source: a path; an http(s) URL, downloaded into `folder`; "upload", a file picker in Colab; or empty.
+        fallback: an RGB uint8 array written to `folder`/sample.png when `source` is empty.
+        folder: where downloaded, uploaded and fallback photos go.
+    """
+    source, folder = str(source or ""), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if source.startswith(("http://", "https://")):
+        target = folder / (Path(urllib.parse.urlparse(source).path).name or "photo.jpg")
+        with files.atomic_path(target) as tmp:
+            files.download(source, tmp)
+        return target
+    if source == "upload":
+        from google.colab import files as colab_files  # only in Colab
+
+        name, content = next(iter(colab_files.upload().items()))
+        target = folder / Path(name).name
+        files.write_bytes(target, content)
+        return target
+    if source:
+        if not Path(source).is_file():
+            raise SegkitError(f"photo {source} does not exist")
+        return Path(source)
+    if fallback is None:
+        raise SegkitError("no photo given: pass a file, an http(s) URL or 'upload'")
+    target = folder / "sample.png"
+    write_png(target, np.asarray(fallback, dtype=np.uint8))
+    return target

@@ -1,10 +1,10 @@
-"""runs.learning_check: passes a run that learnt, fails one that could not (learning rate 1e-12)."""
+"""notebook.learning_check: passes a run that learnt, fails one that could not (learning rate 1e-12)."""
 
 import numpy as np
 import pytest
 
 import segkit
-from segkit import metrics
+from segkit import metrics, notebook
 from segkit.errors import SegkitError
 from segkit.workflows import runs
 from segkit.workflows import train as train_module
@@ -23,10 +23,10 @@ def _run(dataset, runs_dir, learning_rate):
 
 def test_a_run_that_learns_passes_and_one_with_learning_rate_1e_12_fails(dataset, monkeypatch, tmp_path):
     monkeypatch.setattr(train_module, "build_model", tiny_model)
-    evidence = runs.learning_check(_run(dataset, tmp_path / "good", 1e-2))
+    evidence = notebook.learning_check(_run(dataset, tmp_path / "good", 1e-2))
     assert evidence.startswith("learnt:")
     with pytest.raises(SegkitError, match="did not fall|not above the majority-class baseline"):
-        runs.learning_check(_run(dataset, tmp_path / "frozen", 1e-12))
+        notebook.learning_check(_run(dataset, tmp_path / "frozen", 1e-12))
 
 
 def test_majority_baseline_matches_the_metrics_of_a_constant_prediction():
@@ -34,8 +34,8 @@ def test_majority_baseline_matches_the_metrics_of_a_constant_prediction():
     truth = cm.sum(axis=1)
     constant = np.zeros_like(cm)
     constant[:, truth.argmax()] = truth
-    assert runs.majority_baseline(cm) == pytest.approx(metrics.scores(constant)["miou"])
-    assert runs.majority_baseline(cm) == pytest.approx(60 / 100 / 3)  # by hand: share 0.6, three classes present
+    assert notebook.majority_baseline(cm) == pytest.approx(metrics.scores(constant)["miou"])
+    assert notebook.majority_baseline(cm) == pytest.approx(60 / 100 / 3)  # by hand: share 0.6, three classes present
 
 
 def test_non_finite_validation_loss_and_short_runs_fail(tmp_path):
@@ -43,7 +43,7 @@ def test_non_finite_validation_loss_and_short_runs_fail(tmp_path):
     rows = [{"epoch": 1, "loss": 2.0, "val_loss": 1.0}, {"epoch": 2, "loss": 1.0, "val_loss": float("inf")}]
     run.write_state({**run.state, "history": rows})
     with pytest.raises(SegkitError, match=r"not finite in epoch\(s\) \[2\]"):
-        runs.learning_check(run)
+        notebook.learning_check(run)
     run.write_state({**run.state, "history": rows[:1]})
     with pytest.raises(SegkitError, match="at least 2 finished epochs"):
-        runs.learning_check(run)
+        notebook.learning_check(run)

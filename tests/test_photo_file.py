@@ -1,4 +1,4 @@
-"""predict.photo_file: your own photo from a path, a URL, a Colab upload, or a fallback array."""
+"""notebook.photo_file: your own photo from a path, a URL, a Colab upload, or a fallback array."""
 
 import functools
 import http.server
@@ -11,7 +11,7 @@ import pytest
 
 from segkit.data.readers import read_image
 from segkit.errors import SegkitError
-from segkit.workflows.predict import photo_file
+from segkit.notebook import photo_file
 
 PHOTO = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
 

@@ -354,26 +354,6 @@ def test_a_shipped_synthetic_config_trains_as_it_is_in_an_empty_folder(tmp_path,
     assert run.config == config_lib.load("unet-r34_synthetic_128x128", tiny)  # the run folder keeps the resolved config
 
 
-def test_find_finished_takes_the_newest_finished_run_of_that_config_with_those_values(tmp_path):
-    def make(name, size, status="finished", metrics=True):
-        run = runs.Run.create(tmp_path, config_lib.load({"name": name, "data": {"path": "x", "size": size}}))
-        run.write_state({**run.state, "status": status})
-        if metrics:
-            runs.write_json(run.file(runs.METRICS), {"miou": 0.5})
-        return run.path
-
-    small = make("cfg", [32, 32])
-    large = make("cfg", [64, 64])
-    make("cfg", [32, 32], status="created")  # newer, unfinished
-    make("cfg", [32, 32], metrics=False)  # stopped before its metrics were written
-    make("cfg-1000", [32, 32])  # another config whose name starts the same
-    (tmp_path / "cfg-damaged").mkdir()
-    assert runs.find_finished(tmp_path, "cfg").path == large
-    assert runs.find_finished(tmp_path, "cfg", {"data.size": [32, 32]}).path == small
-    assert runs.find_finished(tmp_path, "cfg", {"data.size": [16, 16]}) is None
-    assert runs.find_finished(tmp_path / "nothing-here", "cfg") is None
-
-
 def test_model_bn_momentum_reaches_every_batchnorm_layer():
     cfg = config_lib.load({"data": {"path": "x"}, "model": {"encoder": "resnet18", "bn_momentum": 0.9}})
     layers = batchnorm.batchnorm_layers(train_module.build_model(cfg, 3, (64, 64)))

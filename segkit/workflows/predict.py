@@ -1,6 +1,5 @@
 """`segkit.predict`: colour masks and overlays for image files of any size, from a run folder or model file."""
 
-import urllib.parse
 from pathlib import Path
 
 import cv2
@@ -45,7 +44,7 @@ def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False) -
         mask = models.predict_probabilities(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
         for suffix, picture in (("mask", viz.colorize(mask, colors)), ("overlay", viz.overlay(image, mask, colors))):
             target = out / f"{path.stem}_{suffix}.png"
-            _write_png(target, picture)
+            write_png(target, picture)
             written.append(target)
         print(f"{path} -> {out / path.stem}_{{mask,overlay}}.png")
     if len(readable) < len(paths):
@@ -79,35 +78,6 @@ def _readable(paths, skip_bad) -> list[Path]:
     if not good:
         raise SegkitError(f"none of the {len(paths)} images can be read; nothing written")
     return good
-
-
-def photo_file(source, *, fallback=None, folder="photos") -> Path:
-    """A photo for `predict` as a file: a path; an http(s) URL, downloaded into `folder`; "upload", a file
-    picker in Colab; or empty, then `fallback` (an RGB array) written to `folder`/sample.png.
-    """
-    source, folder = str(source or ""), Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if source.startswith(("http://", "https://")):
-        target = folder / (Path(urllib.parse.urlparse(source).path).name or "photo.jpg")
-        with files.atomic_path(target) as tmp:
-            files.download(source, tmp)
-        return target
-    if source == "upload":
-        from google.colab import files as colab_files  # only in Colab
-
-        name, content = next(iter(colab_files.upload().items()))
-        target = folder / Path(name).name
-        target.write_bytes(content)
-        return target
-    if source:
-        if not Path(source).is_file():
-            raise SegkitError(f"photo {source} does not exist")
-        return Path(source)
-    if fallback is None:
-        raise SegkitError("no photo given: pass a file, an http(s) URL or 'upload'")
-    target = folder / "sample.png"
-    _write_png(target, np.asarray(fallback, dtype=np.uint8))
-    return target
 
 
 def class_colors(run, num_classes: int) -> np.ndarray:
@@ -147,7 +117,8 @@ def _without_repeats(paths) -> list[Path]:
     return list(unique.values())
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Writes an RGB uint8 array to `path` as a PNG, whole or not at all."""
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
     if not ok:
         raise SegkitError(f"could not encode {path}")

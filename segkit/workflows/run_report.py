@@ -69,14 +69,6 @@ def validation_split(run: runs.Run) -> datasets.Split:
     return datasets.Split(data_lib.load_prepared(val["path"]), np.asarray(val["indices"]), Path(val["path"]))
 
 
-def validation_grid(run: runs.Run, count: int = 3):
-    """image | label | prediction of the run's best model for the first `count` validation items, with a class legend."""
-    split = validation_split(run)
-    model, _ = loading.load_model(run.path)
-    images, truth, predicted = predicted_samples(split, {"prediction": model}, count)
-    return viz.sample_grid(images, truth, split.dataset.colors, split.dataset.classes, predictions=predicted, panel_size=2.0)
-
-
 def summary(run: runs.Run, result: dict, table: pd.DataFrame) -> str:
     """The table printed when a run ends."""
     lines = [

@@ -15,7 +15,6 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from segkit import files
@@ -30,8 +29,7 @@ HISTORY = "history.csv"
 METRICS = "metrics.json"
 PER_CLASS = "per_class.csv"
 FIGURES = "figures"
-MIN_LOSS_FALL = 0.02  # the last epoch's training loss must be at least 2% below the first's: noise is not learning
-_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")  # <run name>-<YYYYmmdd-HHMMSS>[-<attempt>]
+FOLDER_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")  # a run folder ends <YYYYmmdd-HHMMSS>[-<attempt>] (Run.create)
 _SIZE_PART = re.compile(r"_\d+x\d+(?=_|$)")  # configs are named <model>_<data>_<H>x<W>[_<budget>]
 
 
@@ -45,31 +43,6 @@ def run_name(config: dict) -> str:
 
 def write_json(path, obj) -> None:
     files.write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
-
-
-def find_finished(runs_dir, config_name: str, overrides: dict | None = None) -> "Run | None":
-    """The newest finished run of config `config_name` in `runs_dir` (training done, metrics written), or None.
-
-    overrides: {"data.size": [128, 128], ...}: values the run's config must also have, so that, say, a smoke
-    run is not taken for a full one. Folders that are not readable run folders are passed over.
-    """
-    # Matched by the config's name, not the folder's: a run's folder names the size it trained (run_name).
-    stamped = [(_STAMP.search(p.name), p) for p in Path(runs_dir).glob("*-*") if p.is_dir()]
-    for _, path in sorted((((m.group(1), int(m.group(2) or 0)), p) for m, p in stamped if m), reverse=True):
-        try:
-            run = Run.open(path)
-            cfg = run.config
-            done = run.state["status"] == "finished" and (path / METRICS).is_file()
-        except SegkitError:
-            continue
-        if done and cfg["name"] == config_name and all(_value(cfg, key) == value for key, value in (overrides or {}).items()):
-            return run
-    return None
-
-
-def _value(config: dict, key: str):
-    section, _, name = key.partition(".")
-    return config[section][name] if name else config[section]
 
 
 class Run:
@@ -173,36 +146,3 @@ class Run:
             raise SegkitError(f"{self.path} is not a finished segkit run folder (no {name})") from None
         except (OSError, ValueError) as err:
             raise SegkitError(f"{self.path / name} is unreadable: {err}") from None
-
-
-def learning_check(run: "Run") -> str:
-    """Raises SegkitError unless a finished run learnt something; returns the one-line evidence when it did.
-
-    Learnt means: every validation loss is finite, the training loss of the last epoch is at least
-    MIN_LOSS_FALL below the first's (so at least two epochs), and the validation mIoU of best.keras beats
-    the majority-class baseline (every pixel predicted as the most frequent true class).
-    """
-    history = run.state["history"]
-    if len(history) < 2:
-        raise SegkitError(f"learning check of {run.path}: needs at least 2 finished epochs, found {len(history)}")
-    bad = [row["epoch"] for row in history if not math.isfinite(row.get("val_loss", math.nan))]
-    if bad:
-        raise SegkitError(f"learning check of {run.path}: validation loss is not finite in epoch(s) {bad}")
-    first, last = history[0]["loss"], history[-1]["loss"]
-    if not last <= (1 - MIN_LOSS_FALL) * first:
-        raise SegkitError(f"learning check of {run.path}: training loss did not fall ({first:.4g} -> {last:.4g})")
-    miou, baseline = run.metrics["miou"], majority_baseline(run.metrics["confusion_matrix"])
-    if not miou > baseline:
-        raise SegkitError(f"learning check of {run.path}: validation mIoU {miou:.4f} is not above the "
-                          f"majority-class baseline {baseline:.4f}")
-    return (f"learnt: validation loss finite, training loss {first:.4g} -> {last:.4g}, "
-            f"mIoU {miou:.4f} > majority-class baseline {baseline:.4f}")
-
-
-def majority_baseline(confusion_matrix) -> float:
-    """mIoU of predicting the most frequent true class everywhere, on the pixels of a confusion matrix.
-
-    That class scores its pixel share (its union is every pixel), every other class present scores 0.
-    """
-    truth = np.asarray(confusion_matrix, dtype=np.int64).sum(axis=1)
-    return float(truth.max() / truth.sum() / np.count_nonzero(truth))
