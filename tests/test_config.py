@@ -229,3 +229,52 @@ def test_segkit_configs_lists_every_shipped_config_with_what_it_is(capsys):
     listed = {line.split()[0]: line.split(None, 1)[1] for line in lines[: len(CONFIGS)]}
     assert sorted(listed) == CONFIGS and "_base_" not in " ".join(listed)
     assert listed["unet-r34_synthetic_128x128"].startswith("U-Net-R34 on the built-in synthetic city")
+
+
+SHIPPED_SYNTHETIC = "unet-r34_synthetic_128x128"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.val=1.5", r"'data.val' is a share below 1 \(0.1\) or a whole number of items \(20\), got 1.5"),
+        ("train.max_minutes=-1", r"'train.max_minutes' must be > 0, got -1"),
+        ("train.max_minutes=0", r"'train.max_minutes' must be > 0, got 0"),
+        ("optimizer.learning_rate=.nan", r"'optimizer.learning_rate' must be a finite number, got nan"),
+        ("optimizer.learning_rate=.inf", r"'optimizer.learning_rate' must be a finite number, got inf"),
+        ("optimizer.learning_rate=-0.01", r"'optimizer.learning_rate' must be > 0, got -0.01"),
+        ("train.batch_size=0", r"'train.batch_size' must be > 0, got 0"),
+        ("data.size=[7,7]", r"'data.size' 7x7 is not a multiple of 32, which model unet needs"),
+        ("augment.scale=[{class_name: ExponentialDecay, config: {}}, 2]", r"'augment.scale' must be a list of numbers"),
+    ],
+)
+def test_a_bad_override_is_refused_in_one_line_blamed_on_the_override_not_the_file(override, message):
+    path = config.find(SHIPPED_SYNTHETIC)
+    with pytest.raises(SegkitError) as err:
+        config.load(path, [override])
+    text = str(err.value)
+    key = override.partition("=")[0]
+    assert text.startswith(f"--set {key}=") and str(path) not in text and "\n" not in text
+    assert re.search(message, text), text
+
+
+def test_a_bad_value_written_in_the_file_is_blamed_on_the_file_even_beside_overrides(tmp_path):
+    path = _write(tmp_path, "data: {path: x, val: 2.5}\naugment: {scale: [{class_name: X}, 1]}\n")
+    with pytest.raises(SegkitError, match=rf"^{re.escape(str(path))}: 'data.val' is a share below 1"):
+        config.load(path, ["train.epochs=3", "augment.scale=[1, 1]"])
+    with pytest.raises(SegkitError, match=rf"^{re.escape(str(path))}: 'augment.scale' must be a list of numbers"):
+        config.load(path, ["data.val=3"])
+
+
+@pytest.mark.parametrize("val", [0.25, 20, 20.0])
+def test_a_validation_share_below_1_or_a_whole_count_is_accepted(val):
+    assert config.load({"data": {"path": "x", "val": val}})["data"]["val"] == val
+
+
+def test_a_data_size_the_model_cannot_take_is_refused_before_any_data_is_generated_or_prepared(tmp_path):
+    import segkit
+
+    cache = tmp_path / "cache"
+    with pytest.raises(SegkitError, match=r"^--set data.size=\[7, 7\]: 'data.size' 7x7 is not a multiple of 32"):
+        segkit.train(SHIPPED_SYNTHETIC, overrides=["data.size=[7,7]", f"data.cache={cache}"], runs_dir=tmp_path / "runs")
+    assert not cache.exists() and not (tmp_path / "runs").exists()

@@ -4,6 +4,7 @@ import inspect
 
 from segkit.errors import SegkitError
 from segkit.models.deeplabv3plus import build_deeplabv3plus
+from segkit.models import deeplabv3plus, encoders, fastscnn, pspnet, unet
 from segkit.models.encoders import ENCODERS
 from segkit.models.fastscnn import build_fastscnn
 from segkit.models.inference import check_window, predict_probabilities, required_multiple, without_aux
@@ -45,6 +46,16 @@ def label(name, encoder=None):
     """How tables name model `name` on `encoder`: "unet-resnet34"; a model that is its own encoder by its name alone."""
     encoder = default_encoder(name) if encoder is None else encoder
     return name if OWN_ENCODER.get(name) == encoder else f"{name}-{encoder}"
+
+
+def input_multiple(name):
+    """The number every fixed input side of model `name` must be a multiple of (its builder refuses others).
+
+    Args:
+        name (str): a model name of `available()`.
+    """
+    return {"unet": unet.INPUT_MULTIPLE, "pspnet": pspnet.OUTPUT_STRIDE, "pspnet_sm": pspnet.OUTPUT_STRIDE,
+            "deeplabv3plus": deeplabv3plus.OUTPUT_STRIDE, "fastscnn": fastscnn.INPUT_MULTIPLE}[name]
 
 
 def build(name, encoder=None, *, num_classes, input_shape, encoder_weights=None, **options):
@@ -96,6 +107,7 @@ __all__ = [
     "check_window",
     "default_encoder",
     "encoders_for",
+    "input_multiple",
     "load_encoder_weights",
     "model_stats",
     "predict_probabilities",

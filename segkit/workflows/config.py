@@ -11,6 +11,8 @@ The configs segkit ships (segkit/configs/) are also found by name: `load("unet-r
 
 import copy
 import difflib
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,8 +165,25 @@ def load(source, overrides=None) -> dict:
         _set(config, key, value, "--set")
     if config["name"] is None:
         config["name"] = Path(source).stem if not isinstance(source, dict) else "run"
-    validate(config, where)
+    try:
+        validate(config, where)
+    except SegkitError as err:
+        raise _blamed_on_override(err, where, overridden) from None
     return config
+
+
+def _blamed_on_override(err: SegkitError, where: str, overridden: dict) -> SegkitError:
+    """The error with `where` (the config file) replaced by `--set key=value` when that override set the bad key.
+
+    Every validation message starts "<where>: '<key>'", naming the key it refuses.
+    """
+    message = str(err)
+    named = re.match(re.escape(where) + r": '([\w.]+)'", message)
+    if named is None or named.group(1) not in overridden:
+        return err
+    key = named.group(1)
+    value = yaml.safe_dump(overridden[key], default_flow_style=True, width=math.inf).strip().removesuffix("...").strip()
+    return SegkitError(f"--set {key}={value}{message[len(where):]}")
 
 
 def find(source) -> Path:
@@ -327,10 +346,20 @@ def _checked(key: str, value, field: Field, where: str):
     if wrong_bool or not isinstance(value, field.types):
         expected = " or ".join(t.__name__ for t in field.types)
         raise SegkitError(f"{where}: '{key}' must be {expected}, got {value!r} ({field.help})")
+    if field.types == _FLOAT and not math.isfinite(value):
+        raise SegkitError(f"{where}: '{key}' must be a finite number, got {value!r} ({field.help})")
+    if field.types == _LIST and not _plain_list(value):
+        # A mapping in a list would reach code that expects numbers (or a deserializer that builds objects from it).
+        raise SegkitError(f"{where}: '{key}' must be a list of numbers (or of such lists), got {value!r} ({field.help})")
     choices = field.choices() if callable(field.choices) else field.choices
     if choices and value not in choices:
         raise SegkitError(f"{where}: '{key}' is {value!r}{_suggest(value, choices)}; valid: {', '.join(choices)}")
     return value
+
+
+def _plain_list(value: list) -> bool:
+    return all(_plain_list(item) if isinstance(item, list) else isinstance(item, (int, float)) and not isinstance(item, bool)
+               for item in value)
 
 
 def _float_or_text(text: str):
@@ -344,7 +373,7 @@ def _check_ranges(config: dict, where: str) -> None:
     data, train, augment = config["data"], config["train"], config["augment"]
     positive = {"train.batch_size": train["batch_size"], "train.epochs": train["epochs"],
                 "train.steps_per_epoch": train["steps_per_epoch"], "data.limit": data["limit"],
-                "optimizer.learning_rate": config["optimizer"]["learning_rate"]}
+                "train.max_minutes": train["max_minutes"], "optimizer.learning_rate": config["optimizer"]["learning_rate"]}
     for key, value in positive.items():
         if value is not None and value <= 0:
             raise SegkitError(f"{where}: '{key}' must be > 0, got {value!r}")
@@ -356,6 +385,9 @@ def _check_ranges(config: dict, where: str) -> None:
         raise SegkitError(f"{where}: 'data.size' must be [H, W] with positive integers, got {data['size']!r}")
     if data["val_path"] is None and data["val_split"] is None and not data["val"] > 0:
         raise SegkitError(f"{where}: 'data.val' must be > 0 when neither data.val_path nor data.val_split is set")
+    if data["val"] >= 1 and not float(data["val"]).is_integer():
+        raise SegkitError(f"{where}: 'data.val' is a share below 1 (0.1) or a whole number of items (20), got {data['val']!r}")
+    _check_size_fits_model(config, where)
     if not (len(augment["scale"]) == 2 and 0 < augment["scale"][0] <= augment["scale"][1]):
         raise SegkitError(f"{where}: 'augment.scale' must be [min, max] with 0 < min <= max, got {augment['scale']!r}")
     if train["max_minutes"] is not None and train["distribution"] == "multi_worker_mirrored":
@@ -372,6 +404,16 @@ def _check_ranges(config: dict, where: str) -> None:
     _resolve_encoder(config["model"], where)
     if config["model"]["aux_head"] and config["model"]["name"] != "pspnet":
         raise SegkitError(f"{where}: 'model.aux_head' is only available for pspnet, not {config['model']['name']!r}")
+
+
+def _check_size_fits_model(config: dict, where: str) -> None:
+    """data.size must be a multiple of the model's input multiple: refused here, before any data is prepared at it."""
+    from segkit import models
+
+    size, name = config["data"]["size"], config["model"]["name"]
+    if size is not None and name in models.available() and any(side % models.input_multiple(name) for side in size):
+        raise SegkitError(f"{where}: 'data.size' {size[0]}x{size[1]} is not a multiple of {models.input_multiple(name)}, "
+                          f"which model {name} needs")
 
 
 def _check_levers(config: dict, where: str) -> None:
