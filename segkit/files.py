@@ -92,8 +92,10 @@ def check_writable_folder(folder, label: str = "folder") -> Path:
     existing = folder
     while not existing.is_dir():
         if existing.exists() or existing.is_symlink():
-            where = "" if existing == folder else f" ({existing} is one)"
-            raise SegkitError(f"{label} {folder} must be a folder, but is a file or a broken link{where}")
+            what = "a file" if existing.exists() else "a broken link"
+            if existing == folder:
+                raise SegkitError(f"{label} {folder} is {what}, not a folder")
+            raise SegkitError(f"{label} {folder} cannot be created: {existing} is {what}, not a folder")
         existing = existing.parent
     try:
         os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".segkit-write-check-"))
@@ -140,7 +142,7 @@ class Ledger:
 
     A later call replaces a file only while it still holds what segkit wrote: a user's own file saved under
     the same name, or a segkit file the user edited, is refused (`foreign`), never lost. Digests are recorded
-    before the files are written (`record`), so a call killed midway leaves every file it wrote replaceable.
+    before the files are written (`write`), so a call killed midway leaves every file it wrote replaceable.
     """
 
     def __init__(self, folder, name: str, key: str):
@@ -170,18 +172,21 @@ class Ledger:
         """Those of `names` present in the folder that segkit did not write there, or that changed since."""
         return [name for name in names if not self.owns(name)]
 
-    def record(self, contents: dict) -> None:
-        """Adds the digests of `contents` ({file name: bytes about to be written}) and saves the ledger."""
+    def write(self, contents: dict) -> list[Path]:
+        """Writes `contents` ({file name: bytes}) into the folder, each file whole; their digests are recorded first,
+        so a call killed between the two leaves files the ledger still vouches for. Returns the paths."""
         for name, data in contents.items():
             digests = self.digests.setdefault(name, [])
             digest = hashlib.sha256(data).hexdigest()
             if digest not in digests:
                 digests.append(digest)
         self.save()
+        return [write_bytes(self.folder / name, data) for name, data in contents.items()]
 
     def settle(self, names) -> None:
-        """Keeps exactly `names`, each with only its file's current digest (older candidates are forgotten)."""
-        self.digests = {name: [_sha256_of(self.folder / name)] for name in names}
+        """Forgets files that are gone, and keeps for each of `names` only its file's current digest."""
+        self.digests = {name: [_sha256_of(self.folder / name)] if name in names else digests
+                        for name, digests in self.digests.items() if (self.folder / name).is_file()}
         self.save()
 
     def save(self) -> None:

@@ -1,6 +1,8 @@
 """Fixtures shared by the tests (plain helpers live in support.py)."""
 
+import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,17 +27,37 @@ def sm():
 
 @pytest.fixture
 def read_only_folder(tmp_path):
-    """An empty folder on a small tmpfs remounted read-only: writes fail with EROFS even for root (where chmod
+    """An empty folder on a small tmpfs mounted read-only: writes fail with EROFS even for root (where chmod
     does not stop them). Skipped where mounting is not allowed, failed under CI=true."""
-    import subprocess
+    with _tmpfs(tmp_path / "read-only", "ro,size=1m") as folder:
+        yield folder
 
-    folder = tmp_path / "read-only"
+
+@pytest.fixture
+def full_disk_folder(tmp_path):
+    """An empty folder on a 64 KiB tmpfs whose space a hidden filler file has used up: writes fail with ENOSPC,
+    making folders still works. Skipped where mounting is not allowed, failed under CI=true."""
+    with _tmpfs(tmp_path / "full-disk", "size=64k") as folder:
+        filler = os.open(folder / ".filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(filler, b"\0" * 4096):
+                pass
+        except OSError:  # ENOSPC: the disk is full
+            pass
+        finally:
+            os.close(filler)
+        yield folder
+
+
+@contextlib.contextmanager
+def _tmpfs(folder: Path, options: str):
+    """`folder` with a tmpfs mounted on it for the block, unmounted after even when the test fails."""
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
     if mounted.returncode != 0:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
-        pytest.skip("mounting a read-only tmpfs needs root")
+            pytest.fail(f"cannot mount a tmpfs ({options}): {mounted.stderr.decode().strip()}")
+        pytest.skip("mounting a tmpfs needs root")
     try:
         yield folder
     finally:

@@ -1,6 +1,7 @@
 """segkit.evaluate and segkit.predict on a trained stand-in run, checked against direct model calls and numpy."""
 
 import json
+import re
 
 import cv2
 import keras
@@ -308,3 +309,84 @@ def test_evaluate_feeds_the_model_at_its_training_size_and_scores_at_the_labels_
     for bad in ((32,), (0, 32), (32.5, 32), "32x32"):
         with pytest.raises(SegkitError, match="input size must be two positive integers"):
             segkit.evaluate(run.path, larger, input_size=bad, verbose=False)
+
+
+def _no_model_loading(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the destination was checked")
+
+    monkeypatch.setattr("segkit.workflows.loading.load_model", refuse)
+
+
+def test_predict_never_writes_over_one_of_its_inputs(trained, tmp_path):
+    run, _ = trained
+    same = _write_images(tmp_path / "same", ["a.jpg", "a_mask.png"])
+    before = {p.name: p.read_bytes() for p in same.iterdir()}
+    with pytest.raises(SegkitError, match=r"same/a_mask.png, an input, would be overwritten by the mask of .*same/a.jpg"):
+        segkit.predict(run.path, [same], out=same)
+    assert {p.name: p.read_bytes() for p in same.iterdir()} == before
+
+
+def test_predict_replaces_only_files_it_wrote_itself(trained, tmp_path):
+    run, _ = trained
+    images = _write_images(tmp_path / "images", ["a.png", "b.png"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b_overlay.png").write_bytes(b"the user's own picture")
+    with pytest.raises(SegkitError, match=r"--out .*out holds b_overlay.png, which segkit predict did not write"):
+        segkit.predict(run.path, [images], out=out)
+    assert sorted(p.name for p in out.iterdir()) == ["b_overlay.png"]
+    (out / "b_overlay.png").unlink()
+    first = {p.name: p.read_bytes() for p in segkit.predict(run.path, [images], out=out)}
+    again = {p.name: p.read_bytes() for p in segkit.predict(run.path, [images], out=out)}  # its own files: replaced
+    assert again == first
+    (out / "a_mask.png").write_bytes(b"edited by hand")
+    with pytest.raises(SegkitError, match=r"out holds a_mask.png, which segkit predict did not write \(or which changed"):
+        segkit.predict(run.path, [images], out=out)
+    assert (out / "a_mask.png").read_bytes() == b"edited by hand"
+
+
+def test_predict_refuses_a_read_only_or_file_out_before_loading_the_model(trained, read_only_folder, tmp_path, monkeypatch):
+    run, _ = trained
+    images = _write_images(tmp_path / "images", ["a.png"])
+    _no_model_loading(monkeypatch)
+    with pytest.raises(SegkitError, match=r"^--out .*read-only/masks cannot be written \(in .*read-only\): Read-only file system$"):
+        segkit.predict(run.path, [images], out=read_only_folder / "masks")
+    (tmp_path / "plain").write_text("keep me")
+    with pytest.raises(SegkitError, match=r"^--out .*plain/masks cannot be created: .*plain is a file, not a folder$"):
+        segkit.predict(run.path, [images], out=tmp_path / "plain" / "masks")
+    assert (tmp_path / "plain").read_text() == "keep me"
+
+
+def test_predict_on_a_full_disk_names_out_not_a_hidden_folder(trained, full_disk_folder, tmp_path):
+    run, _ = trained
+    images = _write_images(tmp_path / "images", ["a.png"], size=(64, 64))
+    out = full_disk_folder / "masks"
+    with pytest.raises(SegkitError, match=r"^--out .*full-disk/masks: cannot write \(No space left on device\)") as err:
+        segkit.predict(run.path, [images], out=out)
+    assert ".partial" not in str(err.value) and "\n" not in str(err.value)
+    assert not list(out.glob("*.png"))
+
+
+def test_predict_reports_a_symlink_loop_in_an_input_folder_in_one_line(trained, tmp_path, capsys):
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png"])
+    (folder / "loop.png").symlink_to("loop.png")
+    with pytest.raises(SegkitError, match=r"images/loop.png: cannot read \(Too many levels of symbolic links\)"):
+        segkit.predict(run.path, [folder], out=tmp_path / "out")
+    written = segkit.predict(run.path, [folder], out=tmp_path / "out", skip_bad=True)
+    assert sorted(p.name for p in written) == ["a_mask.png", "a_overlay.png"]
+
+
+def test_predict_over_a_folder_shows_n_of_m_time_per_image_and_each_skipped_path_once(trained, tmp_path, capsys):
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png", "c.png"])
+    (folder / "b.png").write_bytes(b"junk")
+    segkit.predict(run.path, [folder], out=tmp_path / "out", skip_bad=True)
+    lines = capsys.readouterr().out.splitlines()
+    skipped = [line for line in lines if "b.png" in line]
+    assert len(skipped) == 1 and skipped[0].count("b.png") == 1
+    progress = [line for line in lines if " of 2: " in line]
+    assert [line.split(":")[0] for line in progress] == ["1 of 2", "2 of 2"]
+    for line, name in zip(progress, ["a", "c"]):
+        assert f"{name}.png -> " in line and re.search(r"\(\d+\.\d\d s\)$", line)

@@ -183,5 +183,5 @@ def test_a_read_only_or_file_destination_is_one_line_before_any_scene(read_only_
     with pytest.raises(SegkitError, match=r"read-only/set cannot be written \(in .*read-only\): Read-only file system"):
         write_synthetic(read_only_folder / "set", 2, size=(32, 32))
     (tmp_path / "plain").write_text("x")
-    with pytest.raises(SegkitError, match=r"plain/set must be a folder, but is a file .*\(.*plain is one\)"):
+    with pytest.raises(SegkitError, match=r"plain/set cannot be created: .*plain is a file, not a folder"):
         write_synthetic(tmp_path / "plain" / "set", 2, size=(32, 32))

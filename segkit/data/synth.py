@@ -401,9 +401,7 @@ def write_synthetic(out, count: int, seed: int = 0, size: tuple[int, int] = (256
         out.mkdir(parents=True, exist_ok=True)
         for first in range(1, count + 1, _BATCH):
             batch = {names[i - 1]: _encoded_scene(i, seed, size, jpeg_params) for i in range(first, min(first + _BATCH, count + 1))}
-            # Digests first: a run killed between the two lines leaves files the marker still vouches for.
-            ledger.record(batch)
-            paths += [files.write_bytes(out / name, data) for name, data in batch.items()]
+            paths += ledger.write(batch)
         for stale in set(earlier) - set(names):
             (out / stale).unlink(missing_ok=True)
         ledger.settle(names)

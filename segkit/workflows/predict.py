@@ -1,5 +1,7 @@
 """`segkit.predict`: colour masks and overlays for image files of any size, from a run folder or model file."""
 
+import os
+import time
 from pathlib import Path
 
 import cv2
@@ -12,6 +14,9 @@ from segkit.errors import SegkitError
 from segkit.workflows import loading, runs
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+OUTPUT_KINDS = ("mask", "overlay")
+# Hidden in --out: the name and digest of every file predict wrote there, so a later call replaces only those.
+LEDGER = ".segkit-predict.json"
 
 
 def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False) -> list[Path]:
@@ -23,33 +28,52 @@ def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False) -
     Every input is read before anything is written: an unreadable image stops the call with nothing written,
     or with `skip_bad` is reported in one line and left out (with a count at the end).
     """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SegkitError(f"--out {out} is a file, not a folder")
+    out = files.check_writable_folder(out, "--out")
     net, run = loading.load_model(model_path)
     colors = class_colors(run, loading.num_classes_of(net))
     paths = image_files(inputs)
     _check_output_names(paths)
     readable = _readable(paths, skip_bad)
+    ledger = files.Ledger(out, LEDGER, "segkit_predict")
+    _check_outputs_replaceable(readable, out, ledger)
     if window is not None:
         models.check_window(net, window)  # before --out exists: a window the model rejects writes nothing
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SegkitError(f"--out {out} cannot be created: {err.strerror}") from None
     written = []
-    for path in readable:
-        image = read_image(path)
-        tiles = loading.window_for(net, image.shape[:2], window)
-        mask = models.predict_probabilities(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
-        for suffix, picture in (("mask", viz.colorize(mask, colors)), ("overlay", viz.overlay(image, mask, colors))):
-            target = out / f"{path.stem}_{suffix}.png"
-            write_png(target, picture)
-            written.append(target)
-        print(f"{path} -> {out / path.stem}_{{mask,overlay}}.png")
+    with files.writing_into(out, "--out"):
+        out.mkdir(parents=True, exist_ok=True)
+        for number, path in enumerate(readable, start=1):
+            start = time.perf_counter()
+            image = read_image(path)
+            tiles = loading.window_for(net, image.shape[:2], window)
+            mask = models.predict_probabilities(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
+            pictures = {"mask": viz.colorize(mask, colors), "overlay": viz.overlay(image, mask, colors)}
+            written += ledger.write({name: png_bytes(pictures[kind]) for kind, name in _output_names(path).items()})
+            print(f"{number} of {len(readable)}: {path} -> {out / path.stem}_{{mask,overlay}}.png "
+                  f"({time.perf_counter() - start:.2f} s)")
     if len(readable) < len(paths):
         print(f"skipped {len(paths) - len(readable)} of {len(paths)} images (unreadable)")
     return written
+
+
+def _output_names(path: Path) -> dict[str, str]:
+    return {kind: f"{path.stem}_{kind}.png" for kind in OUTPUT_KINDS}
+
+
+def _check_outputs_replaceable(paths, out: Path, ledger: files.Ledger) -> None:
+    """Refuses, before anything is written, an output that would replace one of the inputs, or a file in `out`
+    that segkit predict did not write there (or that changed since): the user's own files are never lost."""
+    inputs = {Path(os.path.realpath(path)): path for path in paths}
+    for path in paths:
+        for kind, name in _output_names(path).items():
+            victim = inputs.get(Path(os.path.realpath(out / name)))
+            if victim is not None:
+                raise SegkitError(f"{victim}, an input, would be overwritten by the {kind} of {path}; "
+                                  "choose another --out")
+    foreign = ledger.foreign(name for path in paths for name in _output_names(path).values())
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise SegkitError(f"--out {out} holds {listed}, which segkit predict did not write (or which changed since); "
+                          "move them away or choose another --out")
 
 
 def _check_output_names(paths) -> None:
@@ -72,7 +96,7 @@ def _readable(paths, skip_bad) -> list[Path]:
         except SegkitError as err:
             if not skip_bad:
                 raise SegkitError(f"{err} (nothing written; --skip-bad predicts the other images)") from None
-            print(f"skipped {path}: {err}")
+            print(f"skipped {err}")  # the message starts with the path
             continue
         good.append(path)
     if not good:
@@ -113,13 +137,19 @@ def _without_repeats(paths) -> list[Path]:
     """`paths` in order, each file once (a folder and a file inside it may both be named)."""
     unique = {}
     for path in paths:
-        unique.setdefault(path.resolve(), path)
+        # realpath, not resolve(): a symlink loop is then reported when the image is read, in one line, as data prepare does
+        unique.setdefault(os.path.realpath(path), path)
     return list(unique.values())
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
     """Writes an RGB uint8 array to `path` as a PNG, whole or not at all."""
+    files.write_bytes(path, png_bytes(rgb))
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An RGB uint8 array encoded as PNG."""
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
     if not ok:
-        raise SegkitError(f"could not encode {path}")
-    files.write_bytes(path, encoded.tobytes())
+        raise SegkitError(f"could not encode a {rgb.shape} image as PNG")
+    return encoded.tobytes()
