@@ -333,3 +333,40 @@ def photo_file(source, *, fallback=None, folder="photos") -> Path:
     target = folder / "sample.png"
     write_png(target, np.asarray(fallback, dtype=np.uint8))
     return target
+
+
+def train_step_seconds(config, overrides=None, *, num_classes: int = 19, steps: int = 5) -> float:
+    """Median seconds of one training step of the model a config builds, on random data of its batch and size.
+
+    Args:
+        config: a shipped config's name, a YAML path or a loaded config dict.
+        overrides: {"model.name": "pspnet", ...} applied to the config first.
+        num_classes: classes of the output layer.
+        steps: timed steps, after two untimed ones that trace and warm up.
+
+    Cross-entropy and the config's optimizer, in the config's precision (train.mixed_precision): what a budget
+    buys on this machine, before validation and checkpoints take their share.
+    """
+    import keras
+
+    cfg = config_lib.load(config, overrides) if not isinstance(config, dict) else config
+    batch, (height, width) = cfg["train"]["batch_size"], cfg["data"]["size"]
+    saved = keras.mixed_precision.dtype_policy()
+    mixed = train.mixed_precision_policy(cfg["train"]["mixed_precision"])
+    if mixed:
+        keras.mixed_precision.set_dtype_policy(mixed)
+    try:
+        plain = {**cfg, "model": {**cfg["model"], "aux_head": False, "encoder_weights": None}}
+        model = train.build_model(plain, num_classes, (height, width))
+        model.compile(keras.optimizers.AdamW(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    finally:
+        keras.mixed_precision.set_dtype_policy(saved)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch, height, width, 3)).astype("float32")
+    masks = rng.integers(0, num_classes, (batch, height, width)).astype("int32")
+    seconds = []
+    for _ in range(steps + 2):
+        start = time.perf_counter()
+        model.train_on_batch(images, masks)
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds[2:]))
