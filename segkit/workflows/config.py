@@ -161,7 +161,8 @@ def load(source, overrides=None) -> dict:
         where, raw = str(source), _read_resolved(source, ())
     config = defaults()
     _merge(config, raw, where)
-    for key, value in _parse_overrides(overrides).items():
+    overridden = _parse_overrides(overrides)
+    for key, value in overridden.items():
         _set(config, key, value, "--set")
     if config["name"] is None:
         config["name"] = Path(source).stem if not isinstance(source, dict) else "run"
