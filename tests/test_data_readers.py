@@ -471,6 +471,13 @@ def test_composite_not_two_to_one(tmp_path):
         list(open_reader("cityscapes-pairs", tmp_path))
 
 
+@pytest.mark.parametrize("label_rgb", [(128, 64, 128), (0, 0, 0)])  # road; the void colour
+def test_a_one_by_two_composite_is_refused_in_one_line_naming_the_file(tmp_path, label_rgb):
+    write_png(tmp_path / "tiny.png", np.array([[(90, 90, 90), label_rgb]], np.uint8))
+    with pytest.raises(SegkitError, match=r"tiny\.png: composite is 2x1; its label half must be at least 2x2 pixels"):
+        list(open_reader("cityscapes-pairs", tmp_path))
+
+
 def test_label_colours_mostly_unmatched_says_share(tmp_path):
     photo_like_label = np.full((32, 32, 3), (30, 200, 90), np.uint8)  # far from every official colour
     photo_like_label[:8] = (128, 64, 128)

@@ -45,6 +45,8 @@ MAX_UNMATCHED_SHARE = 0.25
 # at least 71.4%, photo halves as labels at most 64.3% (97.3% of them under this limit). Synthetic labels: at
 # least 93.8% at 256 x 256, but 61.2% at the 32 x 32 the tests use (1,500 scenes), hence the lower limit.
 MIN_FLAT_SHARE = 0.5
+# The one-class-area check compares each pixel with its right and lower neighbours: a smaller label cannot be checked.
+MIN_LABEL_SIDE = 2
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CLASSES_FILE = "classes.txt"
@@ -376,6 +378,9 @@ def _open_cityscapes_pairs(src: Path, classes: str, split: str | None) -> Reader
         height, width = composite.shape[:2]
         if width != 2 * height:
             raise SegkitError(f"{path}: composite is {width}x{height}; expected width = 2 x height (photo | label)")
+        if height < MIN_LABEL_SIDE:
+            raise SegkitError(f"{path}: composite is {width}x{height}; its label half must be at least "
+                              f"{MIN_LABEL_SIDE}x{MIN_LABEL_SIDE} pixels to be checked as a label")
         index = nearest_color_index(composite[:, height:], palette_colors, PAIRS_MAX_COLOR_DISTANCE)
         _check_matched(index, path, f"Cityscapes colour (within distance {PAIRS_MAX_COLOR_DISTANCE:g})")
         _check_piecewise_constant(index, path)
