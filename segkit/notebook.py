@@ -256,24 +256,29 @@ def learning_check(run: runs.Run) -> str:
     Args:
         run: a finished run (its state.json history and metrics.json are read).
 
-    Learnt means: every validation loss is finite, the training loss of the last epoch is at least
-    MIN_LOSS_FALL below the first's (so at least two epochs), and the validation mIoU of best.keras beats
-    the majority-class baseline (every pixel predicted as the most frequent true class).
+    Learnt means: every validation loss is finite, the training loss of the last full epoch is at least
+    MIN_LOSS_FALL below the first's (so at least two full epochs), and the validation mIoU of best.keras beats
+    the majority-class baseline (every pixel predicted as the most frequent true class). An epoch the time
+    budget cut short is no full epoch: its loss is an average over the steps that ran, not over an epoch.
     """
-    history = run.state["history"]
-    if len(history) < 2:
-        raise SegkitError(f"learning check of {run.path}: needs at least 2 finished epochs, found {len(history)}")
-    bad = [row["epoch"] for row in history if not math.isfinite(row.get("val_loss", math.nan))]
+    bad = [row["epoch"] for row in run.state["history"] if not math.isfinite(row.get("val_loss", math.nan))]
     if bad:
         raise SegkitError(f"learning check of {run.path}: validation loss is not finite in epoch(s) {bad}")
-    first, last = history[0]["loss"], history[-1]["loss"]
+    progress = run.progress()
+    full = progress[progress["steps"] >= progress["epoch_steps"]]
+    if len(full) < 2:
+        cut = progress[progress["steps"] < progress["epoch_steps"]]
+        partial = "".join(f" and a partial one ({row.steps}/{row.epoch_steps} steps)" for row in cut.itertuples())
+        raise SegkitError(f"learning check of {run.path}: needs at least 2 full epochs, found {len(full)}{partial}")
+    first, last = full["loss"].iloc[0], full["loss"].iloc[-1]
     if not last <= (1 - MIN_LOSS_FALL) * first:
-        raise SegkitError(f"learning check of {run.path}: training loss did not fall ({first:.4g} -> {last:.4g})")
+        raise SegkitError(f"learning check of {run.path}: training loss did not fall over the full epochs "
+                          f"({first:.4g} -> {last:.4g})")
     miou, baseline = run.metrics["miou"], majority_baseline(run.metrics["confusion_matrix"])
     if not miou > baseline:
         raise SegkitError(f"learning check of {run.path}: validation mIoU {miou:.4f} is not above the "
                           f"majority-class baseline {baseline:.4f}")
-    return (f"learnt: validation loss finite, training loss {first:.4g} -> {last:.4g}, "
+    return (f"learnt: validation loss finite, training loss {first:.4g} -> {last:.4g} over {len(full)} full epochs, "
             f"mIoU {miou:.4f} > majority-class baseline {baseline:.4f}")
 
 
@@ -370,3 +375,50 @@ def train_step_seconds(config, overrides=None, *, num_classes: int = 19, steps: 
         model.train_on_batch(images, masks)
         seconds.append(time.perf_counter() - start)
     return float(np.median(seconds[2:]))
+
+
+def how_made(run: runs.Run, env: Env) -> str:
+    """One Markdown paragraph saying how a run a notebook shows was made, read from the run itself: machine, data,
+    precision, minutes, epochs, and the command that makes it again.
+
+    Args:
+        run: a finished run.
+        env: the notebook's `setup()` result (its overrides are part of the command).
+    """
+    cfg, dataset, last = run.config, run.dataset, run.progress().iloc[-1]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    machine = f"a {env.gpu} GPU" if env.gpu else f"{_cpu_name()}, {cores} of {os.cpu_count()} cores, no GPU"
+    weights = cfg["model"]["encoder_weights"]
+    start = "from scratch" if weights is None and not cfg["model"].get("init_from") else "from pretrained weights"
+    held_out = len(dataset["val"]["indices"])
+    val = f"its `{cfg['data']['val_split']}` split" if cfg["data"]["val_split"] else f"a seeded {held_out:,} held out"
+    precision = train.mixed_precision_policy(cfg["train"]["mixed_precision"]) or "float32"
+    command = " ".join(["segkit train", cfg["name"], *(f"--set {key}={_cli_value(value)}" for key, value in env.overrides().items())])
+    return (f"**How this run was made.** `{cfg['name']}` on {machine}, {start}, in {precision}: "
+            f"{dataset['train']['num_items']:,} items of `{cfg['data']['path']}` trained on, validated on {val} "
+            f"({held_out:,} items), at {'x'.join(map(str, dataset['image_size']))}. "
+            f"{last['minutes']:.1f} minutes of training (budget {cfg['train']['max_minutes']} min): "
+            f"{last['epoch']:.2f} epochs, {int(run.progress()['steps'].sum()):,} steps, {int(last['images_seen']):,} images seen. "
+            f"Again: `{command}`")
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"an {platform.machine()} CPU"
+
+
+def _cli_value(value) -> str:
+    """How `--set key=value` spells a value: YAML's null, true and [a, b]."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)

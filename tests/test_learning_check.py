@@ -39,11 +39,12 @@ def test_majority_baseline_matches_the_metrics_of_a_constant_prediction():
 
 
 def test_non_finite_validation_loss_and_short_runs_fail(tmp_path):
-    run = runs.Run.create(tmp_path, {"name": "x", "data": {"size": None}})
-    rows = [{"epoch": 1, "loss": 2.0, "val_loss": 1.0}, {"epoch": 2, "loss": 1.0, "val_loss": float("inf")}]
+    run = runs.Run.create(tmp_path, {"name": "x", "data": {"path": "x", "size": None}})
+    full = {"steps": 5, "epoch_steps": 5, "seconds": 1.0}
+    rows = [{"epoch": 1, "loss": 2.0, "val_loss": 1.0, **full}, {"epoch": 2, "loss": 1.0, "val_loss": float("inf"), **full}]
     run.write_state({**run.state, "history": rows})
     with pytest.raises(SegkitError, match=r"not finite in epoch\(s\) \[2\]"):
         notebook.learning_check(run)
     run.write_state({**run.state, "history": rows[:1]})
-    with pytest.raises(SegkitError, match="at least 2 finished epochs"):
+    with pytest.raises(SegkitError, match="at least 2 full epochs, found 1$"):
         notebook.learning_check(run)

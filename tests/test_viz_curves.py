@@ -8,12 +8,13 @@ from segkit.viz import plot_learning_curves, spans_decades
 
 def history(loss, val_loss):
     epochs = np.arange(1, len(loss) + 1)
-    return pd.DataFrame({"epoch": epochs, "loss": loss, "val_loss": val_loss, "miou": 0.1 * epochs, "val_miou": 0.05 * epochs})
+    return pd.DataFrame({"epoch": epochs, "minutes": 2.5 * epochs, "images_seen": 40 * epochs, "loss": loss,
+                         "val_loss": val_loss, "miou": 0.1 * epochs, "val_miou": 0.05 * epochs})
 
 
 def test_a_loss_that_spans_decades_gets_a_log_axis_and_the_miou_panel_stays_linear():
     fig = plot_learning_curves({"run": history([2.0, 1.0, 0.6], [8.3e5, 40.0, 1.2])})
-    loss_ax, miou_ax = fig.axes
+    loss_ax, miou_ax = fig.axes[:2]  # the first row of panels: against training minutes
     assert loss_ax.get_yscale() == "log"
     assert miou_ax.get_yscale() == "linear"
     np.testing.assert_allclose(loss_ax.lines[1].get_ydata(), [8.3e5, 40.0, 1.2])

@@ -82,7 +82,7 @@ def _load(path) -> dict:
         "metrics": run.metrics,
         "dataset": run.dataset,
         "classes": run.dataset["classes"],
-        "history": pd.DataFrame(run.state["history"]),
+        "history": run.progress(),
         "train_seconds": run.state["train_seconds"],
         "epochs": run.epochs_run,
     }

@@ -37,7 +37,7 @@ def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
     runs.write_json(run.file(runs.METRICS), result)
     table = metrics.per_class_table(cm, data.classes)
     files.write_text(run.file(runs.PER_CLASS), table.to_csv(float_format="%.6f"))
-    save_figure(viz.plot_learning_curves(pd.DataFrame(state["history"]), title=run.path.name), run.figure_path("learning_curves.png"))
+    save_figure(viz.plot_learning_curves(run.progress(), title=run.path.name), run.figure_path("learning_curves.png"))
     save_figure(viz.plot_confusion(cm, data.classes, title=run.path.name), run.figure_path("confusion.png"))
     images, truth, predicted = predicted_samples(val, {"prediction": model})
     grid = viz.sample_grid(images, truth, data.colors, data.classes, predictions=predicted)

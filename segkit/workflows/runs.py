@@ -15,6 +15,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from segkit import files
@@ -112,11 +113,35 @@ class Run:
     @property
     def epochs_run(self) -> float:
         """Epochs trained, the last counted by the share of its steps that ran (a time budget ends one part-way)."""
+        progress = self.progress()
+        return float(progress["epoch"].iloc[-1]) if len(progress) else 0.0
+
+    def progress(self) -> pd.DataFrame:
+        """The run's history, one row per epoch, placed where that epoch ended, for curves and tables.
+
+        Adds `minutes` (training minutes so far: the epochs' seconds summed, validation included) and
+        `images_seen` (steps so far x the batch size) and makes `epoch` fractional: epochs done so far, an
+        epoch the time budget cut short counted by the share of its steps that ran (steps < epoch_steps).
+        """
+        frame = pd.DataFrame(self.state["history"])
+        if frame.empty:
+            return pd.DataFrame(columns=["epoch", "steps", "epoch_steps", "minutes", "images_seen"])
         cfg = self.config["train"]
-        full = math.ceil(self.dataset["train"]["num_items"] / cfg["batch_size"])
-        if cfg["steps_per_epoch"] is not None:
-            full = min(full, cfg["steps_per_epoch"])
-        return sum(entry["steps"] for entry in self.state["history"]) / full
+        if "epoch_steps" not in frame:  # rows written before they carried it
+            frame["epoch_steps"] = self._epoch_steps(cfg)
+        elif frame["epoch_steps"].isna().any():  # a run resumed across that change
+            frame["epoch_steps"] = frame["epoch_steps"].fillna(self._epoch_steps(cfg))
+        frame["epoch_steps"] = frame["epoch_steps"].astype(int)
+        frame["steps"] = frame["steps"].astype(int)
+        frame["epoch"] = (frame["steps"] / frame["epoch_steps"]).cumsum()
+        frame["minutes"] = frame["seconds"].cumsum() / 60
+        frame["images_seen"] = frame["steps"].cumsum() * cfg["batch_size"]
+        return frame
+
+    def _epoch_steps(self, train_cfg: dict) -> int:
+        """A full epoch's steps, from the training split's size and the batch size (and steps_per_epoch)."""
+        full = math.ceil(self.dataset["train"]["num_items"] / train_cfg["batch_size"])
+        return full if train_cfg["steps_per_epoch"] is None else min(full, train_cfg["steps_per_epoch"])
 
     def file(self, name: str) -> Path:
         return self.path / name
