@@ -2,6 +2,7 @@
 
 import importlib
 
+from segkit import serializable
 from segkit.errors import SegkitError
 
 __version__ = "0.1.0"
@@ -17,3 +18,7 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(f"segkit.workflows.{name}"), name)
     raise AttributeError(f"module 'segkit' has no attribute {name!r}")
+
+
+# A .keras file of any segkit model loads with plain `keras.saving.load_model` once Keras is imported.
+serializable.register_with_keras()
