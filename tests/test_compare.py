@@ -140,3 +140,40 @@ def test_runs_on_the_same_items_and_size_in_different_caches_keep_their_metrics(
     assert table["pixel accuracy"].tolist() == [small.metrics["pixel_accuracy"], small_elsewhere.metrics["pixel_accuracy"]]
     assert table["input size"].tolist() == ["32x32", "32x32"]
     assert "all were validated on the same items" in (tmp_path / "report.md").read_text()
+
+
+def test_a_run_given_twice_is_refused_naming_it(three_runs, tmp_path):
+    _, a, b, _ = three_runs
+    same_run_spelled_otherwise = a.path.parent.parent / a.path.parent.name / ".." / a.path.parent.name / a.path.name
+    with pytest.raises(SegkitError, match=rf"^run .*{a.path.name} is given twice \(as .* and .*\.\..*\)") as err:
+        segkit.compare([a.path, b.path, same_run_spelled_otherwise], out=tmp_path / "out", latency=False)
+    assert str(a.path) in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_links_to_figures_of_runs_named_with_spaces_work(three_runs, tmp_path):
+    import re
+    import urllib.parse
+
+    dataset, a, _, _ = three_runs
+    spaced = train_with_stand_in(tiny_config(dataset, name="my run (v2)"), tmp_path / "runs")
+    segkit.compare([a.path, spaced.path], out=tmp_path / "out", latency=False)
+    links = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", (tmp_path / "out" / "report.md").read_text())
+    assert len(links) == 5  # three figures and two confusion matrices, each a link markdown renders
+    assert {urllib.parse.unquote(link) for link in links} == {p.name for p in (tmp_path / "out").glob("*.png")}
+    assert "confusion_my run (v2).png" in {urllib.parse.unquote(link) for link in links}
+
+
+def test_a_read_only_or_file_out_is_refused_before_loading_any_run(three_runs, read_only_folder, tmp_path, monkeypatch):
+    _, a, b, _ = three_runs
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a run was loaded before --out was checked")
+
+    monkeypatch.setattr(compare_module, "_load", no_loading)
+    with pytest.raises(SegkitError, match=r"^--out .*read-only/report cannot be written \(in .*\): Read-only file system$"):
+        segkit.compare([a.path, b.path], out=read_only_folder / "report")
+    (tmp_path / "plain").write_text("keep me")
+    with pytest.raises(SegkitError, match=r"^--out .*plain is a file, not a folder$"):
+        segkit.compare([a.path, b.path], out=tmp_path / "plain")
+    assert (tmp_path / "plain").read_text() == "keep me"

@@ -7,7 +7,9 @@ validated on different items are all evaluated again on the first run's validati
 always compares like with like. Latency is measured here, on this machine, one image at a time.
 """
 
+import os
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,8 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     """
     if len(run_dirs) < 1:
         raise SegkitError("compare needs at least one run folder")
+    out = files.check_writable_folder(out, "--out")
+    _check_each_run_once(run_dirs)
     entries = [_load(path) for path in run_dirs]
     _name_uniquely(entries)
     _check_same_classes(entries)
@@ -40,8 +44,6 @@ def compare(run_dirs, *, out, latency=True) -> dict:
             entry["metrics"] = evaluate.summarize(cm, entry["classes"])
         entry["latency_ms"] = _latency_ms(entry["model"], split, entry["input_size"]) if latency else float("nan")
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     table = _table(entries)
     per_class = pd.DataFrame({e["name"]: pd.Series(e["metrics"]["per_class_iou"], dtype=float) for e in entries})
     classes = entries[0]["classes"]
@@ -56,10 +58,11 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     for entry in entries:
         cm = np.asarray(entry["metrics"]["confusion_matrix"], dtype=np.int64)
         figures[f"confusion_{entry['name']}.png"] = viz.plot_confusion(cm, classes, title=entry["name"])
-    for name, fig in figures.items():
-        run_report.save_figure(fig, out / name)
-    text = _markdown(entries, table, per_class, figures, split, protocol)
-    files.write_text(out / "report.md", text)
+    with files.writing_into(out, "--out"):
+        out.mkdir(parents=True, exist_ok=True)
+        for name, fig in figures.items():
+            run_report.save_figure(fig, out / name)
+        files.write_text(out / "report.md", _markdown(entries, table, per_class, figures, split, protocol))
     print(f"report: {out / 'report.md'}")
     return {"report": out / "report.md", "table": table, "per_class": per_class}
 
@@ -86,6 +89,16 @@ def _load(path) -> dict:
         "train_seconds": run.state["train_seconds"],
         "epochs": run.epochs_run,
     }
+
+
+def _check_each_run_once(run_dirs) -> None:
+    """A run named twice (maybe spelled two ways) would only repeat its row: refused, naming it."""
+    seen = {}
+    for path in map(Path, run_dirs):
+        first = seen.setdefault(os.path.realpath(path), path)
+        if first is not path:
+            same = "" if str(first) == str(path) else f" (as {first} and {path})"
+            raise SegkitError(f"run {first} is given twice{same}; name each run once")
 
 
 def _name_uniquely(entries) -> None:
@@ -198,7 +211,8 @@ def _markdown(entries, table, per_class, figures, split, protocol) -> str:
         "",
     ]
     for name in figures:
-        lines += [f"![{Path(name).stem}]({name})", ""]
+        # Encoded: a run name with spaces or brackets would otherwise end the link, and markdown shows plain text.
+        lines += [f"![{Path(name).stem}]({urllib.parse.quote(name)})", ""]
     return "\n".join(lines)
 
 
