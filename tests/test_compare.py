@@ -177,3 +177,11 @@ def test_a_read_only_or_file_out_is_refused_before_loading_any_run(three_runs, r
     with pytest.raises(SegkitError, match=r"^--out .*plain is a file, not a folder$"):
         segkit.compare([a.path, b.path], out=tmp_path / "plain")
     assert (tmp_path / "plain").read_text() == "keep me"
+
+
+def test_classes_at_zero_counts_what_prints_as_zero_and_skips_absent_classes():
+    from segkit.workflows.compare import classes_at_zero
+
+    scores = {"road": 0.91, "pole": 0.0, "rider": 0.0004, "train": 0.0006, "bus": float("nan")}
+    assert classes_at_zero(scores) == 2  # pole and rider print as 0.000; train as 0.001; bus is absent
+    assert classes_at_zero(list(scores.values())) == 2

@@ -21,6 +21,7 @@ from segkit.errors import SegkitError
 from segkit.workflows import evaluate, loading, run_report, runs
 
 LATENCY_REPEATS = 5
+ZERO_IOU = 0.0005  # below it an IoU prints as 0.000: "at zero" in tables and prose
 
 
 def compare(run_dirs, *, out, latency=True) -> dict:
@@ -172,6 +173,16 @@ def _latency_ms(model, split, input_size) -> float:
     return 1000 * float(np.median(times))
 
 
+def classes_at_zero(per_class_iou) -> int:
+    """Classes whose IoU shows as 0.000 in a three-decimal table (absent ones, NaN, are not counted).
+
+    Args:
+        per_class_iou: {class: IoU} or a sequence of IoUs.
+    """
+    values = np.asarray(list(per_class_iou.values()) if isinstance(per_class_iou, dict) else per_class_iou, dtype=float)
+    return int(np.count_nonzero(values < ZERO_IOU))
+
+
 def _table(entries) -> pd.DataFrame:
     rows = []
     for e in entries:
@@ -182,6 +193,7 @@ def _table(entries) -> pd.DataFrame:
             "input size": _size_text(e["input_size"]),
             "mIoU": e["metrics"]["miou"],
             "pixel accuracy": e["metrics"]["pixel_accuracy"],
+            "classes at zero": classes_at_zero(e["metrics"]["per_class_iou"]),
             "params (M)": stats["params"] / 1e6,
             "GFLOPs": stats["gflops"],
             "epochs": e["epochs"],
