@@ -42,6 +42,19 @@ def default_encoder(name):
     return OWN_ENCODER.get(name, DEFAULT_ENCODER)
 
 
+def encoder_layer_names(name, encoder=None):
+    """Names of the layers with weights that form the encoder of model `name` on `encoder` (None: its default):
+    the ResNet or MobileNetV3 (a model that cuts its encoder short holds a subset of them), or, for Fast-SCNN,
+    which has no separate encoder, its learning-to-downsample and global feature extractor.
+
+    Args:
+        name (str): a model name of `available()`.
+        encoder (str | None): an encoder of `encoders_for(name)`.
+    """
+    encoder = default_encoder(name) if encoder is None else encoder
+    return fastscnn.encoder_layer_names() if name == "fastscnn" else encoders.encoder_layer_names(encoder)
+
+
 def label(name, encoder=None):
     """How tables name model `name` on `encoder`: "unet-resnet34"; a model that is its own encoder by its name alone."""
     encoder = default_encoder(name) if encoder is None else encoder
@@ -106,6 +119,7 @@ __all__ = [
     "build",
     "check_window",
     "default_encoder",
+    "encoder_layer_names",
     "encoders_for",
     "input_multiple",
     "load_encoder_weights",

@@ -51,6 +51,14 @@ def build_fastscnn(num_classes, input_shape=(None, None, 3), encoder="fastscnn",
     return keras.Model(inputs, logits, name="fastscnn")
 
 
+def encoder_layer_names() -> frozenset:
+    """Names of the layers with weights that count as Fast-SCNN's encoder: learning to downsample and the global
+    feature extractor (pyramid pooling included); feature fusion and classifier are its decoder."""
+    inputs = keras.Input((None, None, 3))
+    encoder = keras.Model(inputs, global_feature_extractor(learning_to_downsample(inputs)))
+    return frozenset(layer.name for layer in encoder.layers if layer.weights)
+
+
 def learning_to_downsample(x):
     """Conv 3x3/2 then two depthwise-separable 3x3/2 convolutions: the stride-8 features (64 channels)."""
     first, *rest = DOWNSAMPLE_FILTERS

@@ -7,13 +7,13 @@ import urllib.parse
 from pathlib import Path
 
 import h5py
-import keras
 import numpy as np
 
 from segkit import files
 from segkit.errors import SegkitError
 from segkit.models.applications import APPLICATIONS, application_backbone, copy_backbone_weights
-from segkit.models.resnet import ENCODERS, resnet_encoder
+from segkit.models.encoders import encoder_layer_names
+from segkit.models.resnet import ENCODERS
 
 RELEASE_URL = "https://github.com/qubvel/classification_models/releases/download/0.0.1/"
 # The ImageNet files without the classifier that segmentation_models downloads, with their md5.
@@ -41,7 +41,7 @@ def load_encoder_weights(model, source, encoder):
         raise SegkitError(f"unknown encoder {encoder!r}; available: {', '.join([*ENCODERS, *APPLICATIONS])}")
     path = weights_file(source, encoder)
     stored = read_h5_weights(path)
-    expected = encoder_layer_names(ENCODERS[encoder])
+    expected = encoder_layer_names(encoder)
     missing = sorted(expected - stored.keys())
     if missing:
         raise SegkitError(
@@ -108,13 +108,6 @@ def read_h5_weights(path):
             if weight_names:
                 stored[layer_name] = {_short_name(w): np.asarray(root[layer_name][w]) for w in weight_names}
         return stored
-
-
-def encoder_layer_names(depth):
-    """Names of the layers with weights in a ResNet encoder of this depth."""
-    inputs = keras.Input((None, None, 3))
-    encoder = keras.Model(inputs, resnet_encoder(inputs, depth)["stage4"])
-    return {layer.name for layer in encoder.layers if layer.weights}
 
 
 def _assign(layer, values, path):

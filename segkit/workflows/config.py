@@ -73,6 +73,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "aux_head": Field(False, _BOOL, "PSPNet auxiliary head on stage 3 (loss weight 0.4), dropped for inference"),
         "bn_momentum": Field(None, _FLOAT, "momentum of every BatchNormalization layer (e.g. 0.9 so a short run's moving "
                              "statistics catch up); null keeps the model's", nullable=True),
+        "init_from": Field(None, _STR, "a run folder (its best.keras) or a .keras model whose layers of the same name and "
+                           "weight shapes start this model; the others (e.g. a head for another class count) start afresh",
+                           nullable=True),
+        "init_from_sha256": Field(None, _STR, "sha256 of the model.init_from file: written by training; when given, "
+                                  "a file with another digest is refused", nullable=True),
     },
     "data": {
         "path": Field(None, _STR, "a prepared dataset (folder with manifest.json) or a raw dataset folder with data.format; "
@@ -107,6 +112,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                              "random crops of that size (the last stage should be the full size); null: off", nullable=True),
         "distribution": Field("none", _STR, "data-parallel training: mirrored (local devices, TensorFlow), "
                               "multi_worker_mirrored (machines in TF_CONFIG, TensorFlow), data_parallel (local devices, JAX)", DISTRIBUTIONS),
+        "freeze_encoder_epochs": Field(0, _INT, "warm-up: the first N epochs train with the encoder frozen (weights and "
+                                       "BatchNorm statistics), then everything trains; 0: off"),
     },
     "optimizer": {
         "name": Field("adam", _STR, "optimizer", OPTIMIZERS),
@@ -399,6 +406,8 @@ def _check_ranges(config: dict, where: str) -> None:
                           f"got {train['mixed_precision']!r}")
     if train["precise_bn"] < 0:
         raise SegkitError(f"{where}: 'train.precise_bn' must be >= 0, got {train['precise_bn']!r}")
+    if train["freeze_encoder_epochs"] < 0:
+        raise SegkitError(f"{where}: 'train.freeze_encoder_epochs' must be >= 0, got {train['freeze_encoder_epochs']!r}")
     if data["count"] < 1:
         raise SegkitError(f"{where}: 'data.count' must be > 0, got {data['count']!r}")
     _check_levers(config, where)

@@ -17,17 +17,7 @@ def load_model(source) -> tuple[keras.Model, "runs.Run | None"]:
     Loaded with Keras' safe mode on: a model file can carry no code. A file that is not a Keras model,
     or one with layers segkit does not know, is a one-line SegkitError.
     """
-    path = Path(source)
-    run = None
-    if path.is_dir():
-        run = runs.Run.open(path)
-        path = run.file(runs.BEST)
-        if not path.is_file():
-            raise SegkitError(f"run {run.path} has no {runs.BEST} yet (no epoch finished)")
-    elif not path.is_file():
-        raise SegkitError(f"model {path} does not exist (give a run folder or a .keras file)")
-    elif path.suffix != ".keras":
-        raise SegkitError(f"model {path} is not a .keras file")
+    path, run = model_file(source)
     if not zipfile.is_zipfile(path):
         raise SegkitError(f"model {path} is not a .keras model archive (a zip file): truncated, or not a model file")
     try:
@@ -35,6 +25,25 @@ def load_model(source) -> tuple[keras.Model, "runs.Run | None"]:
     except Exception as err:  # noqa: BLE001 -- Keras raises many types for damaged or foreign files
         raise SegkitError(f"model {path} cannot be loaded: {_load_failure(err)}") from None
     return _segmentation_model(models.without_aux(model), path), run
+
+
+def model_file(source) -> tuple[Path, "runs.Run | None"]:
+    """(the .keras file, its run or None) that `source`, a run folder or a .keras file, names; one-line errors.
+
+    Args:
+        source (str | Path): a run folder (its best.keras) or a .keras model file.
+    """
+    path = Path(source)
+    if not path.is_dir():
+        if not path.is_file():
+            raise SegkitError(f"model {path} does not exist (give a run folder or a .keras file)")
+        if path.suffix != ".keras":
+            raise SegkitError(f"model {path} is not a .keras file")
+        return path, None
+    run = runs.Run.open(path)
+    if not run.file(runs.BEST).is_file():
+        raise SegkitError(f"run {run.path} has no {runs.BEST} yet (no epoch finished)")
+    return run.file(runs.BEST), run
 
 
 def _load_failure(err) -> str:

@@ -13,7 +13,7 @@ from segkit import losses, metrics, models
 from segkit.errors import SegkitError, first_line
 from segkit.models import batchnorm
 from segkit.workflows import config as config_lib
-from segkit.workflows import datasets, distribution, optim, run_report, runs
+from segkit.workflows import datasets, distribution, finetune, optim, run_report, runs
 from segkit.workflows.callbacks import BudgetSpan, EmaWeights, PreciseBatchNorm, RunRecorder
 
 
@@ -34,7 +34,8 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
         if run.state["status"] == "finished":
             raise SegkitError(f"run {run.path} has finished ({run.state['epoch']} of {cfg['train']['epochs']} epochs); nothing to resume")
     else:
-        cfg = config_lib.load(config, overrides)
+        cfg = finetune.pin_source(config_lib.load(config, overrides))
+    fresh = resume is None or run.state["checkpoint"] is None  # weights from model.init_from, not from a checkpoint
     data = datasets.training_data(cfg)  # bad data fails here, before a new run folder exists
     # A non-chief worker of a multi-worker run takes the same steps in a throwaway folder (scratch).
     with distribution.worker_scratch(cfg["train"]["distribution"]) as scratch:
@@ -46,10 +47,10 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
             resumed.remove_stale_checkpoints()
             return resumed
 
-        return _train_in(open_run, cfg, data, verbose)
+        return _train_in(open_run, cfg, data, verbose, fresh)
 
 
-def _train_in(open_run, cfg, data, verbose) -> runs.Run:
+def _train_in(open_run, cfg, data, verbose, fresh) -> runs.Run:
     set_threads(cfg["train"]["threads"])
     print(f"resolved config ({runs.CONFIG} in the run folder):")
     print(config_lib.dump(cfg).rstrip())
@@ -59,7 +60,7 @@ def _train_in(open_run, cfg, data, verbose) -> runs.Run:
     if mixed:
         keras.mixed_precision.set_dtype_policy(mixed)
     try:
-        run = _fit(cfg, open_run, data, verbose)
+        run = _fit(cfg, open_run, data, verbose, fresh)
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
     run_report.finish_run(run, data, batch_size=cfg["train"]["batch_size"])
@@ -83,7 +84,7 @@ def mixed_precision_policy(setting) -> str | None:
     return None
 
 
-def _fit(cfg, open_run, data, verbose) -> runs.Run:
+def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
     train_cfg = cfg["train"]
     val_loader = _loader(cfg, data.val, shuffle=False)
     steps = len(_loader(cfg, data.train, shuffle=True))
@@ -94,6 +95,9 @@ def _fit(cfg, open_run, data, verbose) -> runs.Run:
         # Crops train at other sizes than validation: the model then takes any size.
         model = build_model(cfg, data.num_classes, (None, None) if training_sizes(cfg) else data.train.image_size)
         _check_training_sizes(cfg, model)  # crops the model cannot take, before a run folder exists
+        if fresh:
+            finetune.init_from(model, cfg)  # a source that fits no layer fails here too
+        encoder = finetune.encoder_layers(model, cfg) if train_cfg["freeze_encoder_epochs"] else []
         budget = optim.spans_budget(cfg)
         _compile(model, cfg, data, total_steps=steps * train_cfg["epochs"], budget=budget)
         run = open_run()  # only now: a config the model or its weights reject leaves no orphan run folder
@@ -109,7 +113,10 @@ def _fit(cfg, open_run, data, verbose) -> runs.Run:
         recorder = None
         # One fit per training size: Keras fixes a dataset's batch shape when fit starts.
         max_seconds = None if train_cfg["max_minutes"] is None else 60 * train_cfg["max_minutes"]
-        for first, last, crop in stages(cfg, state["epoch"]):
+        for first, last, crop, frozen in finetune.warmup_spans(stages(cfg, state["epoch"]), train_cfg["freeze_encoder_epochs"]):
+            if encoder:
+                print(f"epochs {first + 1}-{last}: encoder " + ("frozen (warm-up)" if frozen else "trains too"))
+                finetune.set_frozen(model, encoder, frozen)
             recorder = RunRecorder(run, models.without_aux(model), state if recorder is None else recorder.state,
                                    max_seconds=max_seconds, evaluation_weights=ema[0].swapped if ema else None)
             # Before the recorder: the checkpoint it saves at an epoch's end holds the schedule length just estimated.
