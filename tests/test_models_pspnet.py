@@ -141,13 +141,14 @@ def test_sizes_that_are_not_multiples_of_8_are_refused_at_build():
 
 
 @pytest.mark.backend_agnostic
-def test_pyramid_views_pool_the_channel_mean_of_the_pyramid_input():
+@pytest.mark.parametrize("name, channels, stage", [("pspnet", 512, 4), ("pspnet_sm", 128, 2)])
+def test_pyramid_views_pool_the_channel_mean_of_the_pyramid_input(name, channels, stage):
     from segkit.models.pspnet import pyramid_views
 
-    model = build("pspnet", "resnet18", num_classes=NUM_CLASSES, input_shape=(72, 56, 3))
+    model = build(name, "resnet18", num_classes=NUM_CLASSES, input_shape=(72, 56, 3))
     image = np.random.default_rng(0).integers(0, 256, (72, 56, 3), dtype=np.uint8)
     views = pyramid_views(model, image)
-    assert views["features"].shape == (9, 7) and views["channels"] == 512
+    assert views["features"].shape == (9, 7) and views["channels"] == channels and views["stage"] == stage
     mean = views["features"][None, ..., None]
     for bins, (grid, row_starts, col_starts) in views["pooled"].items():
         np.testing.assert_allclose(grid, brute_force_adaptive_pool(mean, bins, bins)[0, ..., 0], rtol=1e-5, atol=1e-6)

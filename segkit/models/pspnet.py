@@ -90,10 +90,13 @@ def _pyramid_pooling(features, branch_filters, prefix):
 def pyramid_views(model, image) -> dict:
     """What the pyramid pooling module sees for one image, for drawing (segkit.viz.plot_pyramid_bins).
 
-    Returns {"features": the stage-4 map averaged over channels (h, w), "channels": its channel count,
+    Returns {"features": the pooled map averaged over channels (h, w), "channels": its channel count,
+    "stage": the encoder stage it comes from (4 in the paper's PSPNet, 2 in the segmentation_models one),
     "pooled": {bins: (bins x bins average of that map, row bin starts, column bin starts)}}.
     """
-    cut = keras.Model(model.input, model.get_layer(f"psp_bins{PYRAMID_BINS[0]}_pool").input)
+    names = {layer.name for layer in model.layers}
+    prefix, stage = ("psp_bins", 4) if f"psp_bins{PYRAMID_BINS[0]}_pool" in names else ("psp_level", 2)
+    cut = keras.Model(model.input, model.get_layer(f"{prefix}{PYRAMID_BINS[0]}_pool").input)
     features = keras.ops.convert_to_numpy(cut(image[None].astype("float32")))
     mean = features.mean(axis=-1, keepdims=True)
     height, width = mean.shape[1:3]
@@ -101,4 +104,4 @@ def pyramid_views(model, image) -> dict:
     for bins in PYRAMID_BINS:
         grid = keras.ops.convert_to_numpy(AdaptiveAveragePooling2D(bins)(mean))[0, ..., 0]
         pooled[bins] = (grid, [s for s, _ in adaptive_bin_bounds(height, bins)], [s for s, _ in adaptive_bin_bounds(width, bins)])
-    return {"features": mean[0, ..., 0], "channels": int(features.shape[-1]), "pooled": pooled}
+    return {"features": mean[0, ..., 0], "channels": int(features.shape[-1]), "stage": stage, "pooled": pooled}

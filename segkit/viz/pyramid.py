@@ -17,7 +17,7 @@ def plot_pyramid_bins(image, views: dict) -> Figure:
     axes[0].imshow(image)
     axes[0].set_title(f"image {image.shape[1]}x{image.shape[0]}", fontsize=9)
     axes[1].imshow(features, cmap="magma")
-    axes[1].set_title(f"stage-4 features {width}x{height}x{views['channels']}\n(channel mean)", fontsize=9)
+    axes[1].set_title(f"stage-{views.get('stage', 4)} features {width}x{height}x{views['channels']}\n(channel mean)", fontsize=9)
     for ax, (bins, (grid, row_starts, col_starts)) in zip(axes[2:], pooled.items()):
         ax.imshow(grid, cmap="magma", extent=(0, width, height, 0), vmin=features.min(), vmax=features.max())
         for start in row_starts[1:]:
