@@ -390,3 +390,16 @@ def test_predict_over_a_folder_shows_n_of_m_time_per_image_and_each_skipped_path
     assert [line.split(":")[0] for line in progress] == ["1 of 2", "2 of 2"]
     for line, name in zip(progress, ["a", "c"]):
         assert f"{name}.png -> " in line and re.search(r"\(\d+\.\d\d s\)$", line)
+
+
+def test_evaluate_checks_that_the_json_file_can_be_written_before_loading_the_model(trained, read_only_folder, tmp_path,
+                                                                                    monkeypatch):
+    run, dataset = trained
+    _no_model_loading(monkeypatch)
+    monkeypatch.setattr("segkit.workflows.evaluate.load_model", segkit.workflows.loading.load_model)
+    with pytest.raises(SegkitError, match=r"^--json .*read-only/scores.json: folder .*read-only cannot be written: "
+                                          r"Read-only file system$"):
+        segkit.evaluate(run.path, dataset, json_path=read_only_folder / "scores.json", verbose=False)
+    (tmp_path / "scores.json").mkdir()
+    with pytest.raises(SegkitError, match=r"^--json .*scores.json is a folder, not a file$"):
+        segkit.evaluate(run.path, dataset, json_path=tmp_path / "scores.json", verbose=False)

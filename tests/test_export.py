@@ -86,3 +86,16 @@ def test_unknown_format_and_missing_model(tmp_path):
         segkit.export(tmp_path, format="coreml")
     with pytest.raises(SegkitError, match="does not exist"):
         segkit.export(tmp_path / "nothing.keras", format="savedmodel")
+
+
+def test_a_read_only_or_file_out_is_refused_before_loading_the_model(run, read_only_folder, tmp_path, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr("segkit.workflows.loading.load_model", no_loading)
+    with pytest.raises(SegkitError, match=r"^--out .*read-only/m.tflite: folder .*read-only cannot be written: Read-only file system$"):
+        segkit.export(run.path, format="tflite", out=read_only_folder / "m.tflite")
+    (tmp_path / "plain").write_text("keep me")
+    with pytest.raises(SegkitError, match=r"^--out .*plain/m.tflite: folder .*plain is a file, not a folder$"):
+        segkit.export(run.path, format="tflite", out=tmp_path / "plain" / "m.tflite")
+    assert (tmp_path / "plain").read_text() == "keep me"

@@ -1,7 +1,6 @@
 """`segkit.evaluate`: a trained model's per-class IoU table and means on any dataset segkit reads."""
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -77,8 +76,8 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
         raise SegkitError(f"batch size must be a positive integer, got {batch_size!r}")
     if input_size is not None and not _is_size(input_size):
         raise SegkitError(f"input size must be two positive integers (H, W), got {input_size!r}")
-    if json_path is not None and not Path(json_path).parent.is_dir():
-        raise SegkitError(f"--json {json_path}: folder {Path(json_path).parent} does not exist")
+    if json_path is not None:
+        files.check_writable_file(json_path, "--json")  # before the evaluation, which may take an hour
     net, _ = load_model(model_path)
     dataset, path = datasets.open_dataset(data, format=format, split=split, classes=classes, cache=cache)
     datasets.check_num_classes(num_classes_of(net), len(dataset.classes), model_path, path)
@@ -93,7 +92,8 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
         fed = f", fed at {input_size[0]}x{input_size[1]}" if input_size else ""
         print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  ({count} images, {path}{fed})")
     if json_path is not None:
-        files.write_text(json_path, json.dumps(result, indent=2) + "\n")
+        with files.writing_into(json_path, "--json"):
+            files.write_text(json_path, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -28,22 +28,30 @@ def export(model_path, *, format="savedmodel", out=None, sample_size=(256, 256))
     if format not in FORMATS:
         raise SegkitError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     _check_available(format)
+    out = None if out is None else _check_out(Path(out))  # before the model loads
     net, run = loading.load_model(model_path)
-    out = Path(out) if out is not None else _default_out(model_path, run, format)
-    if out.exists():
-        raise SegkitError(f"{out} already exists; remove it or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = out or _check_out(_default_out(model_path, run, format))
     sample = _sample_input(net, sample_size)
     expected = keras.ops.convert_to_numpy(net(sample, training=False))
-    with files.atomic_path(out) as partial:
-        _WRITERS[format](net, partial)
-        actual = _RUNNERS[format](partial, sample)
-        difference = float(np.max(np.abs(actual - expected)))
-        allowed = TOLERANCE[format] * max(1.0, float(np.max(np.abs(expected))))
-        if not difference <= allowed:
-            raise SegkitError(f"the {format} export of {model_path} gives logits up to {difference:.3g} away from Keras' "
-                              f"(allowed {allowed:.3g}); nothing written")
+    with files.writing_into(out, "--out"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with files.atomic_path(out) as partial:
+            _WRITERS[format](net, partial)
+            actual = _RUNNERS[format](partial, sample)
+            difference = float(np.max(np.abs(actual - expected)))
+            allowed = TOLERANCE[format] * max(1.0, float(np.max(np.abs(expected))))
+            if not difference <= allowed:
+                raise SegkitError(f"the {format} export of {model_path} gives logits up to {difference:.3g} away from "
+                                  f"Keras' (allowed {allowed:.3g}); nothing written")
     print(f"exported {model_path} -> {out} ({format}; max abs logit difference to Keras {difference:.2e})")
+    return out
+
+
+def _check_out(out: Path) -> Path:
+    """Refuses an existing `out` (never overwritten) and a folder for it that cannot be created or written."""
+    if out.exists():
+        raise SegkitError(f"{out} already exists; remove it or choose another --out")
+    files.check_writable_folder(out.parent, f"--out {out}: folder")
     return out
 
 
