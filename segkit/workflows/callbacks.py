@@ -7,6 +7,7 @@ moment therefore has a state.json naming a complete checkpoint, and loses at mos
 
 import contextlib
 import math
+import sys
 import time
 
 import keras
@@ -80,7 +81,8 @@ class RunRecorder(keras.callbacks.Callback):
                "learning_rate": _learning_rate(self.model), "seconds": seconds}
         self._commit(row)
         if self._over_budget():
-            print(f"time budget of {self.max_seconds / 60:.1f} min reached after step {self._steps} of epoch {epoch + 1}: stopping")
+            print(f"time budget of {self.max_seconds / 60:.1f} min reached after step {self._steps}/{row['epoch_steps']} "
+                  f"of epoch {epoch + 1}: stopping")
 
     def _commit(self, row: dict) -> None:
         state = self.state
@@ -212,6 +214,58 @@ class EmaWeights(keras.callbacks.Callback):
 
     def _variables(self):
         return self.model.optimizer._trainable_variables
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One plain line per epoch, for a log file: epoch, steps run (fewer than the epoch's when the time budget
+    stopped it), training loss and mIoU, validation mIoU, seconds (validation included)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs  # the run's, not this fit's: a progressive stage fits only some of them
+        self._steps, self._start = 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._steps, self._start = 0, clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = _canonical(_scalars(logs))
+        scores = "".join(f"  {label} {values[key]:.4f}" for key, label in
+                         (("loss", "loss"), ("miou", "mIoU"), ("val_miou", "val mIoU")) if key in values)
+        print(f"epoch {epoch + 1}/{self.epochs}  steps {self._steps}/{self.params['steps']}{scores}  "
+              f"{clock() - self._start:.0f} s", flush=True)
+
+
+class StepsProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, ending an epoch at the steps that ran: 221/335 when the time budget stopped it there,
+    where Keras' own bar jumps to 335/335."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progbar.update(self.seen, list((logs or {}).items()), finalize=True)
+
+
+def progress_display(verbose, epochs: int) -> tuple[list, int]:
+    """(callbacks, fit's verbose) showing training progress: Keras' bar for a person, plain lines for a log file.
+
+    Args:
+        verbose: "auto" (a bar when stdout is a terminal or a notebook, else one line per epoch), 1 (the bar),
+            2 (one line per epoch) or 0 (nothing).
+        epochs: the run's train.epochs, for "epoch 3/40".
+    """
+    if verbose == "auto":
+        verbose = 1 if _interactive_stdout() else 2
+    if verbose == 1:
+        return [StepsProgbar()], 1
+    return ([EpochLog(epochs)] if verbose == 2 else []), 0
+
+
+def _interactive_stdout() -> bool:
+    """A terminal, or a notebook (Jupyter and Colab print through ipykernel's stream, which is no tty)."""
+    stream = sys.stdout
+    return stream.isatty() or type(stream).__module__.startswith("ipykernel")
 
 
 def _values(variables) -> list:

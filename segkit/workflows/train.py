@@ -14,7 +14,7 @@ from segkit.errors import SegkitError, first_line
 from segkit.models import batchnorm
 from segkit.workflows import config as config_lib
 from segkit.workflows import datasets, distribution, finetune, optim, run_report, runs
-from segkit.workflows.callbacks import BudgetSpan, EmaWeights, PreciseBatchNorm, RunRecorder
+from segkit.workflows.callbacks import BudgetSpan, EmaWeights, PreciseBatchNorm, RunRecorder, progress_display
 
 
 def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto") -> runs.Run:
@@ -23,6 +23,8 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
     config: a YAML path, the name of a shipped config (`segkit configs` lists them) or a dict;
     overrides: {"train.epochs": 3} or ["train.epochs=3"].
     resume: a run folder to continue from its last checkpoint (then config and overrides must be None).
+    verbose: "auto" shows Keras' progress bar in a terminal or notebook and writes one line per epoch when stdout
+    is a file; 1 the bar, 2 the lines, 0 nothing.
     With train.distribution=multi_worker_mirrored every worker makes the same call with its own TF_CONFIG;
     only the chief writes to runs_dir (or resume), the others to a temporary folder removed before returning.
     """
@@ -113,6 +115,7 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
         recorder = None
         # One fit per training size: Keras fixes a dataset's batch shape when fit starts.
         max_seconds = None if train_cfg["max_minutes"] is None else 60 * train_cfg["max_minutes"]
+        shown, fit_verbose = progress_display(verbose, train_cfg["epochs"])  # a bar for people, lines for a log file
         for first, last, crop, frozen in finetune.warmup_spans(stages(cfg, state["epoch"]), train_cfg["freeze_encoder_epochs"]):
             if encoder:
                 print(f"epochs {first + 1}-{last}: encoder " + ("frozen (warm-up)" if frozen else "trains too"))
@@ -133,9 +136,9 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
                 epochs=last,
                 initial_epoch=first,
                 # EMA swaps its weights in before precise BN re-estimates the statistics for them.
-                callbacks=[*ema, *_precise_bn(cfg, data.train), *span, recorder, *_tensorboard(run)],
+                callbacks=[*shown, *ema, *_precise_bn(cfg, data.train), *span, recorder, *_tensorboard(run)],
                 shuffle=False,  # the loader shuffles from (seed, epoch); Keras' own batch shuffle would not survive a resume
-                verbose=verbose,
+                verbose=fit_verbose,
             )
             if recorder.stopped:
                 break
