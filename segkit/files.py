@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, first_line
 
 __all__ = ["atomic_path", "write_bytes", "write_text", "remove_abandoned", "download", "check_writable_folder",
            "check_writable_file", "writing_into", "Ledger"]
@@ -133,8 +133,7 @@ def writing_into(dest, label: str):
     try:
         yield
     except OSError as err:
-        raise SegkitError(f"{label} {dest}: cannot write ({err.strerror or err}); files already complete are kept, "
-                          "nothing is half-written") from None
+        raise SegkitError(f"{label} {dest}: cannot write ({err.strerror or first_line(err)})") from None
 
 
 class Ledger:
@@ -176,12 +175,21 @@ class Ledger:
         """Writes `contents` ({file name: bytes}) into the folder, each file whole; their digests are recorded first,
         so a call killed between the two leaves files the ledger still vouches for. Returns the paths."""
         for name, data in contents.items():
-            digests = self.digests.setdefault(name, [])
-            digest = hashlib.sha256(data).hexdigest()
-            if digest not in digests:
-                digests.append(digest)
+            self._add(name, hashlib.sha256(data).hexdigest())
         self.save()
         return [write_bytes(self.folder / name, data) for name, data in contents.items()]
+
+    def record(self, finished: dict) -> None:
+        """Records the digests of finished files ({file name in the folder: its path now}) that the caller moves in
+        next: for files written as they stream, too large to hand to `write` as bytes."""
+        for name, path in finished.items():
+            self._add(name, _sha256_of(Path(path)))
+        self.save()
+
+    def _add(self, name: str, digest: str) -> None:
+        digests = self.digests.setdefault(name, [])
+        if digest not in digests:
+            digests.append(digest)
 
     def settle(self, names) -> None:
         """Forgets files that are gone, and keeps for each of `names` only its file's current digest."""

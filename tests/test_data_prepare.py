@@ -198,7 +198,7 @@ def test_cache_holding_a_user_file_is_refused_and_kept(tmp_path):
 def test_unwritable_out_is_one_line(tmp_path):
     write_folder(tmp_path / "src", sizes=((20, 30),) * 2)
     (tmp_path / "a_file").write_text("x")
-    with pytest.raises(SegkitError, match=r"a_file/cache: cannot write the cache \(.*a_file: File exists\)") as err:
+    with pytest.raises(SegkitError, match=r"^--out .*a_file/cache: folder .*a_file is a file, not a folder$") as err:
         prepare("folder", tmp_path / "src", tmp_path / "a_file" / "cache")
     assert "\n" not in str(err.value)
     assert (tmp_path / "a_file").read_text() == "x"
@@ -215,7 +215,8 @@ def test_cache_larger_than_the_free_disk_is_refused_before_writing(tmp_path, mon
     write_folder(tmp_path / "src", sizes=((20, 30),) * 4)
     free = 4 * 20 * 30 * 4 - 1  # one byte short of images (3 bytes a pixel) plus masks (1 byte)
     monkeypatch.setattr("segkit.data.cache.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, free))
-    with pytest.raises(SegkitError, match=r"the cache needs 9,600 bytes of disk, only 9,599 are free"):
+    with pytest.raises(SegkitError, match=r"^--out .*/cache: cannot write \(the cache needs 9,600 bytes of disk, "
+                                          r"only 9,599 are free\)$"):
         prepare("folder", tmp_path / "src", tmp_path / "cache")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
@@ -303,3 +304,19 @@ def test_real_camvid_and_cityscapes_prepare(shared_data, tmp_path):
     manifest = prepare("cityscapes", shared_data / "cityscapes_gtfine_sample", tmp_path / "cs", split="val", classes="all")
     assert manifest["num_items"] == 1 and manifest["classes"][0] == "ego vehicle"
     assert len(manifest["classes"]) == 14  # the frame's 14 distinct label ids
+
+
+def test_a_full_disk_names_out_not_the_hidden_folder_the_cache_is_written_in(full_disk_folder, tmp_path):
+    write_folder(tmp_path / "src", sizes=((20, 30),) * 2)
+    with pytest.raises(SegkitError, match=r"^--out .*full-disk/cache: cannot write \(the cache needs 4,800 bytes") as err:
+        prepare("folder", tmp_path / "src", full_disk_folder / "cache")
+    assert ".partial" not in str(err.value)
+    assert sorted(p.name for p in full_disk_folder.iterdir()) == [".filler"]
+
+
+def test_a_read_only_out_is_one_line_before_reading_the_dataset(read_only_folder, tmp_path, monkeypatch):
+    write_folder(tmp_path / "src", sizes=((20, 30),) * 2)
+    monkeypatch.setattr("segkit.data.cache._write_cache", lambda *args: pytest.fail("the dataset was read"))
+    with pytest.raises(SegkitError, match=r"^--out .*read-only/cache: folder .*read-only cannot be written: "
+                                          r"Read-only file system$"):
+        prepare("folder", tmp_path / "src", read_only_folder / "cache")

@@ -5,6 +5,7 @@ It is written into a temporary folder beside the target and renamed into place o
 failed or killed prepare never leaves a cache that loads.
 """
 
+import errno
 import json
 import shutil
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 from segkit import files
 from segkit.data.palette import IGNORE_INDEX
 from segkit.data.readers import Reader, open_reader
-from segkit.errors import SegkitError, first_line
+from segkit.errors import SegkitError
 
 CACHE_VERSION = 1
 # The manifest field that marks a folder as a segkit cache, and so as safe for prepare to replace.
@@ -38,12 +39,11 @@ def prepare(format: str, src, out, *, size=None, classes: str = "train", split: 
     size = None if size is None else _check_resize_hw(size)
     reader = open_reader(format, src, classes=classes, split=split)
     out = Path(out)
+    files.check_writable_folder(out.parent, f"--out {out}: folder")  # the cache is made beside `out`, then renamed
     _check_replaceable(out)
     try:
-        return _write_and_move(reader, out, size)
-    except OSError as err:
-        where = f"{err.filename}: " if err.filename else ""
-        raise SegkitError(f"{out}: cannot write the cache ({where}{err.strerror or first_line(err)})") from None
+        with files.writing_into(out, "--out"):  # names `out`, not the hidden folder the cache is written in
+            return _write_and_move(reader, out, size)
     except MemoryError:
         raise SegkitError(f"{out}: out of memory while preparing; try a smaller --size") from None
 
@@ -71,7 +71,7 @@ def _check_disk_space(folder: Path, count: int, size: tuple[int, int]) -> None:
     needed = count * size[0] * size[1] * 4  # images 3 bytes a pixel, masks 1
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise SegkitError(f"{folder.parent}: the cache needs {needed:,} bytes of disk, only {free:,} are free")
+        raise OSError(errno.ENOSPC, f"the cache needs {needed:,} bytes of disk, only {free:,} are free")
 
 
 def _check_replaceable(out: Path) -> None:
