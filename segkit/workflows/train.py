@@ -1,7 +1,6 @@
 """`segkit.train`: one config in, one run folder out (checkpoints, history, metrics, figures), resumable."""
 
 import dataclasses
-import importlib.util
 import shutil
 import warnings
 
@@ -13,7 +12,7 @@ from segkit import losses, metrics, models
 from segkit.errors import SegkitError, first_line
 from segkit.models import batchnorm
 from segkit.workflows import config as config_lib
-from segkit.workflows import datasets, distribution, finetune, optim, run_report, runs
+from segkit.workflows import datasets, distribution, finetune, optim, run_report, runs, tensorboard
 from segkit.workflows.callbacks import BudgetSpan, EmaWeights, PreciseBatchNorm, RunRecorder, progress_display
 
 
@@ -136,7 +135,8 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
                 epochs=last,
                 initial_epoch=first,
                 # EMA swaps its weights in before precise BN re-estimates the statistics for them.
-                callbacks=[*shown, *ema, *_precise_bn(cfg, data.train), *span, recorder, *_tensorboard(run)],
+                callbacks=[*shown, *ema, *_precise_bn(cfg, data.train), *span, recorder,
+                           *tensorboard.callbacks(run, data, models.without_aux(model), ema[0].swapped if ema else None)],
                 shuffle=False,  # the loader shuffles from (seed, epoch); Keras' own batch shuffle would not survive a resume
                 verbose=fit_verbose,
             )
@@ -298,14 +298,3 @@ def _precise_bn(cfg, split) -> list:
         return (loader[i][0] for i in range(len(loader)))
 
     return [PreciseBatchNorm(batches_for)]
-
-
-def _tensorboard(run) -> list:
-    if keras.backend.backend() != "tensorflow":
-        print(f"note: TensorBoard logs need the TensorFlow backend; skipped on {keras.backend.backend()}")
-        return []
-    if importlib.util.find_spec("tensorboard") is None:
-        print("note: TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
-        return []
-    return [keras.callbacks.TensorBoard(log_dir=str(run.file("tensorboard")), write_graph=False)]
-
