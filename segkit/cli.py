@@ -65,7 +65,8 @@ def _evaluate(args):
 def _predict(args):
     import segkit
 
-    segkit.predict(args.model_path, args.inputs, out=args.out, tta=args.tta, window=args.window, skip_bad=args.skip_bad)
+    segkit.predict(args.model_path, args.inputs, out=args.out, tta=args.tta, window=args.window, skip_bad=args.skip_bad,
+                   masks=args.masks, every=args.every)
 
 
 def _compare(args):
@@ -108,10 +109,13 @@ def _add_model_commands(sub):
                    help="feed the model the images resized to H x W (its training size) and score at the labels' own size")
     p.set_defaults(run=_evaluate)
 
-    p = sub.add_parser("predict", help="colour masks and overlays for images of any size")
+    p = sub.add_parser("predict", help="colour masks and overlays for images of any size, overlay videos for videos")
     p.add_argument("model_path", metavar="MODEL", help=model_help)
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--out", required=True, help="folder for <name>_mask.png and <name>_overlay.png")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR_OR_VIDEO", help="images, folders of images, or videos (.mp4, .avi, .mov)")
+    p.add_argument("--out", required=True, help="folder for <name>_mask.png and <name>_overlay.png (videos: <name>_overlay.mp4)")
+    p.add_argument("--masks", action="store_true", help="videos: also write each frame's class-index mask, <name>_frame000123.png")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="videos: keep one frame in N; the overlay video then plays at the source fps / N")
     p.add_argument("--tta", choices=("flip",))
     p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window tiles for large images")
     p.add_argument("--skip-bad", action="store_true", help="leave out unreadable images (each reported in one line) instead of stopping")

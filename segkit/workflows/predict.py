@@ -19,7 +19,7 @@ OUTPUT_KINDS = ("mask", "overlay")
 LEDGER = ".segkit-predict.json"
 
 
-def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False) -> list[Path]:
+def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False, masks=False, every=1) -> list[Path]:
     """Writes `<stem>_mask.png` (class colours) and `<stem>_overlay.png` per image into `out`; returns the paths.
 
     model_path: a run folder or .keras file. inputs: image files and/or folders of images of any size: smaller
@@ -27,7 +27,13 @@ def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False) -
     of the model's input size (or of `window` (h, w) when given).
     Every input is read before anything is written: an unreadable image stops the call with nothing written,
     or with `skip_bad` is reported in one line and left out (with a count at the end).
+    Video files (.mp4, .avi, .mov) instead get `<stem>_overlay.mp4`, and with `masks` per-frame class-index PNGs,
+    of one frame in `every`: see `segkit.workflows.video.predict_video`.
     """
+    from segkit.workflows import video  # imported here: video.py builds on this module
+
+    if video.handles(inputs, tta=tta, window=window, skip_bad=skip_bad, masks=masks, every=every):
+        return video.predict_video(model_path, inputs, out=out, masks=masks, every=every)
     out = files.check_writable_folder(out, "--out")
     net, run = loading.load_model(model_path)
     colors = class_colors(run, loading.num_classes_of(net))
