@@ -403,3 +403,27 @@ def test_evaluate_checks_that_the_json_file_can_be_written_before_loading_the_mo
     (tmp_path / "scores.json").mkdir()
     with pytest.raises(SegkitError, match=r"^--json .*scores.json is a folder, not a file$"):
         segkit.evaluate(run.path, dataset, json_path=tmp_path / "scores.json", verbose=False)
+
+
+def test_cli_refuses_overwriting_an_input_a_run_twice_and_read_only_destinations_in_one_line(trained, read_only_folder,
+                                                                                            tmp_path, capsys):
+    from segkit import cli
+
+    run, dataset = trained
+    same = _write_images(tmp_path / "same", ["a.jpg", "a_mask.png"])
+    before = (same / "a_mask.png").read_bytes()
+    ro = str(read_only_folder)
+    for args, named in [
+        (["predict", str(run.path), str(same), "--out", str(same)], "a_mask.png, an input"),
+        (["compare", str(run.path), str(run.path), "--out", str(tmp_path / "report")], "is given twice"),
+        (["data", "synth", f"{ro}/set", "--count", "1", "--size", "32", "32"], "read-only/set cannot be written"),
+        (["evaluate", str(run.path), "--data", str(dataset), "--json", f"{ro}/x.json"], "--json"),
+        (["export", str(run.path), "--format", "savedmodel", "--out", f"{ro}/m"], "--out"),
+        (["predict", str(run.path), str(same / "a.jpg"), "--out", f"{ro}/masks"], "--out"),
+        (["compare", str(run.path), "--out", f"{ro}/report"], "--out"),
+    ]:
+        assert cli.main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("segkit: error: ") and err.count("\n") == 1 and named in err, (args, err)
+    assert (same / "a_mask.png").read_bytes() == before
+    assert not (tmp_path / "report").exists()
