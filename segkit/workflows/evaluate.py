@@ -9,7 +9,7 @@ from segkit import data as data_lib
 from segkit import files, metrics, models
 from segkit.errors import SegkitError
 from segkit.workflows import datasets
-from segkit.workflows.loading import load_model, num_classes_of, window_for
+from segkit.workflows.loading import check_classes, load_model, num_classes_of, trained_classes, window_for
 
 
 def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=None, input_size=None) -> np.ndarray:
@@ -81,6 +81,7 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
     net, _ = load_model(model_path)
     dataset, path = datasets.open_dataset(data, format=format, split=split, classes=classes, cache=cache)
     datasets.check_num_classes(num_classes_of(net), len(dataset.classes), model_path, path)
+    check_classes(model_path, trained_classes(model_path), path, dataset.classes)
     count = int(dataset.images.shape[0])
     input_size = None if input_size is None else tuple(int(v) for v in input_size)
     cm = confusion(net, dataset.images, dataset.masks, np.arange(count), num_classes=len(dataset.classes),

@@ -1,14 +1,29 @@
-"""Trained models back from disk: a run folder's best.keras or a .keras file, safe mode on, auxiliary heads removed."""
+"""Model files: segkit's .keras files written with the classes they predict, and any .keras file read back safely
+(archive members bounded, safe mode on, auxiliary heads removed), or refused in one line when segkit cannot use it."""
 
+import json
+import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
 import keras
 
 from segkit import models
+from segkit.data.palette import IGNORE_INDEX
 from segkit.errors import SegkitError, first_line
 from segkit.workflows import runs
+
+MAX_CLASSES = IGNORE_INDEX  # masks hold class indices 0..254; 255 marks ignored pixels
+# Bounds on a .keras archive, checked before Keras reads it: Keras stores members uncompressed and its own guard
+# starts at 4 GiB, so a 1 MB file could make it inflate a gigabyte of config.json or model.weights.h5.
+JSON_MEMBERS = ("config.json", "metadata.json")
+MAX_JSON_BYTES = 16 * 2**20  # the largest segkit model's config.json is about 0.2 MB
+MAX_INFLATION = 20  # uncompressed / stored bytes, of each member and of all together (weights re-zipped: under 2)
+INFLATION_FLOOR = 16 * 2**20  # fewer uncompressed bytes than this are harmless at any ratio
+METADATA = "metadata.json"
+METADATA_KEY = "segkit"  # metadata.json["segkit"] = {"classes": [...], "colors": [[r, g, b], ...]}
 
 
 def load_model(source) -> tuple[keras.Model, "runs.Run | None"]:
@@ -18,13 +33,119 @@ def load_model(source) -> tuple[keras.Model, "runs.Run | None"]:
     or one with layers segkit does not know, is a one-line SegkitError.
     """
     path, run = model_file(source)
-    if not zipfile.is_zipfile(path):
-        raise SegkitError(f"model {path} is not a .keras model archive (a zip file): truncated, or not a model file")
+    check_archive(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # noqa: BLE001 -- Keras raises many types for damaged or foreign files
         raise SegkitError(f"model {path} cannot be loaded: {_load_failure(err)}") from None
-    return _segmentation_model(models.without_aux(model), path), run
+    return _segmentation_model(models.without_aux(_functional(model, path)), path), run
+
+
+def save_model(model, path, *, classes, colors) -> None:
+    """Saves `model` as a .keras file whose metadata.json also records the classes it predicts and their colours,
+    so a model file copied out of its run folder still names its classes (see `trained_classes`).
+
+    Args:
+        model (keras.Model): the model to save.
+        path (str | Path): the .keras file to write (give an `files.atomic_path` one: it is written twice).
+        classes (list[str]): class names, in class-index order.
+        colors (array-like): (classes, 3) RGB colours of the classes.
+    """
+    path = Path(path)
+    model.save(path)
+    extra = {METADATA_KEY: {"classes": [str(name) for name in classes], "colors": [[int(v) for v in rgb] for rgb in colors]}}
+    # Keras writes metadata.json itself; the archive is copied member by member with it extended (stored, as Keras does).
+    rewritten = path.with_name(path.name + ".metadata")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w") as target:
+        for info in source.infolist():
+            if info.filename == METADATA:
+                target.writestr(info, json.dumps({**json.loads(source.read(info)), **extra}))
+            else:
+                with source.open(info) as member, target.open(info, "w", force_zip64=info.file_size >= zipfile.ZIP64_LIMIT) as copy:
+                    shutil.copyfileobj(member, copy, 2**20)
+    os.replace(rewritten, path)
+
+
+def trained_classes(source) -> list[str] | None:
+    """The class names the model at `source` predicts: its run's dataset.json, else those its .keras file records
+    (`save_model`); None for a model file from elsewhere.
+
+    Args:
+        source (str | Path): a run folder or a .keras model file.
+    """
+    path, run = model_file(source)
+    if run is not None and run.file(runs.DATASET).is_file():
+        return list(run.dataset["classes"])
+    check_archive(path)
+    with zipfile.ZipFile(path) as archive:
+        if METADATA not in archive.namelist():
+            return None
+        try:
+            saved = json.loads(archive.read(METADATA)).get(METADATA_KEY) or {}
+        except (ValueError, AttributeError):
+            raise SegkitError(f"model {path} has a damaged {METADATA} (not a JSON object)") from None
+    classes = saved.get("classes") if isinstance(saved, dict) else None
+    return [str(name) for name in classes] if isinstance(classes, list) else None
+
+
+def check_classes(model_name, model_classes, data_path, data_classes) -> None:
+    """Refuses, in one line naming the first difference, data whose class names are not the model's.
+
+    Names are compared ignoring case and the choice of space, "_" or "-" ("Traffic_light" is "traffic light").
+
+    Args:
+        model_name (str | Path): how the message names the model.
+        model_classes (list[str] | None): the model's class names; None (unknown) checks nothing.
+        data_path (str | Path): how the message names the data.
+        data_classes (list[str]): the data's class names.
+    """
+    if model_classes is None or [_plain(n) for n in model_classes] == [_plain(n) for n in data_classes]:
+        return
+    index = next((i for i, (ours, theirs) in enumerate(zip(model_classes, data_classes)) if _plain(ours) != _plain(theirs)),
+                 min(len(model_classes), len(data_classes)))
+    raise SegkitError(f"model {model_name} was trained on other classes than the data at {data_path}: class {index} is "
+                      f"{_name_at(model_classes, index)} for the model but {_name_at(data_classes, index)} in the data")
+
+
+def _name_at(names, index) -> str:
+    return repr(names[index]) if index < len(names) else "missing (the list ends)"
+
+
+def _plain(name) -> str:
+    return re.sub(r"[\s_-]+", " ", str(name)).strip().casefold()
+
+
+def check_archive(path) -> None:
+    """Refuses, before anything reads it, a .keras file that is no zip archive or whose members would inflate far
+    beyond their stored size (decompression bombs) or whose config.json / metadata.json would exceed MAX_JSON_BYTES.
+
+    Args:
+        path (str | Path): the .keras file.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise SegkitError(f"model {path} is not a .keras model archive (a zip file): truncated, or not a model file") from None
+    for info in members:
+        if info.filename in JSON_MEMBERS and info.file_size > MAX_JSON_BYTES:
+            raise SegkitError(f"model {path} is refused: its {info.filename} would be {_mib(info.file_size)} "
+                              f"(a model's is at most {_mib(MAX_JSON_BYTES)})")
+        if _inflates(info.file_size, info.compress_size):
+            raise SegkitError(f"model {path} is refused: its {info.filename} would inflate from {_mib(info.compress_size)} "
+                              f"to {_mib(info.file_size)} (a decompression bomb, not a model)")
+    inflated, stored = sum(i.file_size for i in members), sum(i.compress_size for i in members)
+    if _inflates(inflated, stored):
+        raise SegkitError(f"model {path} is refused: its members would inflate from {_mib(stored)} to {_mib(inflated)} "
+                          "in all (a decompression bomb, not a model)")
+
+
+def _inflates(size: int, stored: int) -> bool:
+    return size > INFLATION_FLOOR and size > MAX_INFLATION * max(stored, 1)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 def model_file(source) -> tuple[Path, "runs.Run | None"]:
@@ -47,22 +168,51 @@ def model_file(source) -> tuple[Path, "runs.Run | None"]:
 
 
 def _load_failure(err) -> str:
-    """Why Keras could not load a model: the unknown class it met, else its first line."""
+    """Why Keras could not load a model: the unknown class or the code it met, else its first line."""
     # Keras wraps "Could not locate class 'X'" deep inside a generic "could not be deserialized properly".
     unknown = re.search(r"Could not locate (class|function) '([^']+)'", str(err))
     if unknown:
         return (f"it uses {unknown[1]} '{unknown[2]}', which is neither a Keras nor a segkit one "
                 "(custom code is not loaded from model files)")
+    # Keras' own advice (pass safe_mode=False) is no option on the command line, and segkit never takes it.
+    if "safe_mode=False" in str(err):
+        code = re.search(r"Requested the (?:deserialization|loading) of (an? .+?)(?: whose|\.)", str(err))
+        return (f"it holds Python code ({code[1].replace('`', '') if code else 'a function'}), which segkit never runs "
+                "from a model file; save the model with Keras' built-in layers or registered custom layers instead")
     return first_line(err)
 
 
+def _functional(model, path):
+    """`model` as a functional model of one input and one output (or segkit's {"logits", "aux_logits"}): a Sequential
+    model, or one whose input or output is a list of one, rebuilt as one (sharing its weights); a one-line error
+    for a model with no fixed input (subclassed, or a Sequential one saved before it was built) or several outputs."""
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except AttributeError:
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise SegkitError(f"model {path} has no fixed input (a subclassed model, or a Sequential one saved before "
+                          "it was built); segkit loads models built on a keras.Input")
+    sequential = isinstance(model, keras.Sequential)
+    if len(outputs) > 1 and not (not sequential and isinstance(model.output, dict) and "logits" in model.output):
+        raise SegkitError(f"model {path} has {len(outputs)} outputs; segkit uses models with one output of "
+                          "per-pixel class scores (B, H, W, classes)")
+    if sequential or any(isinstance(ends, (list, tuple)) for ends in (model.input, model.output)):
+        return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs[0], name=model.name)
+    return model
+
+
 def _segmentation_model(model, path):
-    """`model` when it maps (B, H, W, 3) images to (B, H, W, classes) logits; a one-line error otherwise."""
+    """`model` when it maps (B, H, W, 3) images to (B, H, W, classes) logits for at most MAX_CLASSES classes;
+    a one-line error otherwise."""
     inputs, outputs = keras.tree.flatten(model.input), keras.tree.flatten(model.output)
     shapes = f"input {tuple(inputs[0].shape)}, output {tuple(outputs[0].shape)}"
     if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] not in (None, 3) or len(outputs[0].shape) != 4:
         raise SegkitError(f"model {path} is not a segmentation model: it must take RGB images (B, H, W, 3) and give "
                           f"per-pixel class scores (B, H, W, classes), but has {shapes}")
+    if outputs[0].shape[-1] is None or outputs[0].shape[-1] > MAX_CLASSES:
+        raise SegkitError(f"model {path} predicts {outputs[0].shape[-1]} classes; segkit masks hold at most "
+                          f"{MAX_CLASSES} (class index {IGNORE_INDEX} marks ignored pixels)")
     return model
 
 
