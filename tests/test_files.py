@@ -98,3 +98,34 @@ def test_download_cut_short_is_an_error(tmp_path):
         server.server_close()
         thread.join()
     assert "\n" not in str(err.value)
+
+
+def test_check_writable_folder_creates_nothing_and_names_what_is_in_the_way(tmp_path, read_only_folder):
+    assert files.check_writable_folder(tmp_path / "a" / "b", "--out") == tmp_path / "a" / "b"
+    with pytest.raises(SegkitError, match=r"^--out .*read-only/a cannot be written \(in .*read-only\): Read-only file system$"):
+        files.check_writable_folder(read_only_folder / "a", "--out")
+    (tmp_path / "plain").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(SegkitError, match=r"^--runs .*plain is a file, not a folder$"):
+        files.check_writable_folder(tmp_path / "plain", "--runs")
+    with pytest.raises(SegkitError, match=r"^--out .*dangling/x cannot be created: .*dangling is a broken link, not a folder$"):
+        files.check_writable_folder(tmp_path / "dangling" / "x", "--out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "plain", "read-only"]
+
+
+def test_ledger_vouches_only_for_files_as_written(tmp_path):
+    ledger = files.Ledger(tmp_path, ".ledger.json", "test")
+    ledger.write({"a.png": b"first", "b.png": b"second"})
+    (tmp_path / "mine.png").write_bytes(b"the user's")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "link.png").symlink_to(tmp_path / "a.png")
+    reread = files.Ledger(tmp_path, ".ledger.json", "test")
+    assert reread.foreign(["a.png", "b.png", "missing.png", "mine.png", "folder.png", "link.png"]) == [
+        "mine.png", "folder.png", "link.png"]
+    (tmp_path / "b.png").write_bytes(b"edited")
+    assert reread.foreign(["a.png", "b.png"]) == ["b.png"]
+    reread.write({"a.png": b"new"})  # both digests of a.png are vouched for until settled
+    assert reread.digests["a.png"] == [hashlib.sha256(b"first").hexdigest(), hashlib.sha256(b"new").hexdigest()]
+    (tmp_path / "b.png").unlink()
+    reread.settle(["a.png"])
+    assert files.Ledger(tmp_path, ".ledger.json", "test").digests == {"a.png": [hashlib.sha256(b"new").hexdigest()]}
