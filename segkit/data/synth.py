@@ -448,8 +448,9 @@ def _earlier_set(out: Path) -> files.Ledger:
         )
     changed = sorted(ledger.foreign(entries), key=_natural)
     if changed:
-        raise SegkitError(f"{out}: {_some(changed)} changed since segkit data synth wrote them; "
-                          "move them away or give an empty or new folder")
+        them = "it" if len(changed) == 1 else "them"
+        raise SegkitError(f"{out}: {_some(changed)} changed since segkit data synth wrote {them}; "
+                          f"move {them} away or give an empty or new folder")
     return ledger
 
 
