@@ -11,6 +11,7 @@
 #                     CORES=both   one run after the other, each with both cores (the issue's goal conditions; with
 #                                  BUDGET=35 about 9 h 20 min). Compare rows within one mode only.
 # Subset:             CONFIGS="benchmarks/ablations/baseline.yaml benchmarks/ablations/ema.yaml"
+# Data:               DATA=../shared/data/cityscapes_pairs_full (default; the configs themselves read data/cityscapes-pairs)
 # Extra overrides:    SET="data.limit=64 data.val=16"   (space-separated key=value, applied to every run)
 # Results:            $RUNS/<config>-<time>/ run folders, $RUNS/logs/<config>.log, $RUNS/table.md,
 #                     $RUNS/compare/report.md (per-class IoU, learning curves and predictions of every run)
@@ -21,6 +22,7 @@ CORES=${CORES:-split}
 RUNS=${RUNS:-runs/accuracy-cpu}
 CONFIGS=${CONFIGS:-$(ls benchmarks/ablations/*.yaml)}
 SET=${SET:-}
+DATA=${DATA:-../shared/data/cityscapes_pairs_full}
 case "$CORES" in
     both|split) ;;
     *) echo "accuracy_cpu.sh: CORES must be both or split, got '$CORES'" >&2; exit 2 ;;
@@ -29,7 +31,7 @@ mkdir -p "$RUNS/logs"
 # This checkout's segkit (python -m from its root), not whichever one a `segkit` on PATH belongs to.
 segkit=(python -m segkit.cli)
 
-overrides=(--set "train.max_minutes=${BUDGET}")
+overrides=(--set "train.max_minutes=${BUDGET}" --set "data.path=${DATA}")
 for item in $SET; do overrides+=(--set "$item"); done
 
 train_one() {  # config, core ('' = no pinning); the run folder is the last "run folder:" line of its log
@@ -43,7 +45,7 @@ train_one() {  # config, core ('' = no pinning); the run folder is the last "run
 }
 
 # Prepare each dataset once, in turn, before any run starts: two side-by-side runs would otherwise prepare the same one.
-CONFIGS="$CONFIGS" SET="$SET" python - <<'PY'
+CONFIGS="$CONFIGS" SET="data.path=$DATA $SET" python - <<'PY'
 import os, sys
 from segkit.errors import SegkitError
 from segkit.workflows import config, datasets

@@ -6,20 +6,22 @@
 #
 # Run from anywhere:   bash benchmarks/train_real_pairs.sh            (about 25 minutes on 2 CPU cores)
 # Other budget:        MINUTES=5 bash benchmarks/train_real_pairs.sh
+# Other data:          DATA=data/cityscapes-pairs bash benchmarks/train_real_pairs.sh   (its first 1,000 training pairs)
 # Results:             $RUNS/comparison/report.md, each run's metrics.json / per_class.csv, $RUNS/*.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/real-pairs}
 MINUTES=${MINUTES:-20}
+DATA=${DATA:-../shared/data/cityscapes_pairs}  # the configs read data/cityscapes-pairs; this copy holds 1,000 pairs
 mkdir -p "$RUNS"
 
 core=0
 for model in unet pspnet; do
     taskset -c "$core" segkit train "${model}-r34_cityscapes-pairs-1000_128x128" --runs "$RUNS" \
-        --set "train.max_minutes=${MINUTES}" > "$RUNS/${model}.log" 2>&1 &
+        --set "train.max_minutes=${MINUTES}" --set "data.path=${DATA}" > "$RUNS/${model}.log" 2>&1 &
     core=$((core + 1))
 done
 wait
 latest() { ls -d "$RUNS"/"$1"-r34_cityscapes-pairs-1000_128x128-* | tail -n 1; }
 segkit compare "$(latest unet)" "$(latest pspnet)" --out "$RUNS/comparison"
-echo "rerun: bash benchmarks/train_real_pairs.sh   (MINUTES=${MINUTES}, RUNS=${RUNS})"
+echo "rerun: bash benchmarks/train_real_pairs.sh   (MINUTES=${MINUTES}, RUNS=${RUNS}, DATA=${DATA})"
