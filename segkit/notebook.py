@@ -6,7 +6,8 @@ the data and runs are and the overrides that make `segkit.train` use them (on a 
 CI shrinks every run through SEGKIT_NB_* environment variables (notebooks/conftest.py).
 
 The notebooks' own helpers live here too, and only here: `model_stats`, `find_finished`, `learning_check`,
-`validation_grid` and `photo_file`. Nothing else in segkit imports this module.
+`validation_grid`, `photo_file`, and `say`, which displays prose whose figures come from a run.
+Nothing else in segkit imports this module.
 """
 
 import math
@@ -338,6 +339,32 @@ def photo_file(source, *, fallback=None, folder="photos") -> Path:
     target = folder / "sample.png"
     write_png(target, np.asarray(fallback, dtype=np.uint8))
     return target
+
+
+def say(template: str, **values) -> None:
+    """Displays Markdown prose whose figures are filled in from a run, so the text cannot drift from the run.
+
+    Args:
+        template: Markdown with `str.format` fields, e.g. "U-Net reached **{miou:.3f}** mIoU in {epochs:.1f} epochs".
+        values: the fields' values, e.g. miou=run.metrics["miou"], epochs=run.epochs_run.
+
+    In a notebook the text is displayed as Markdown (a display output, which the number-drift test reads);
+    elsewhere it is printed.
+    """
+    try:
+        text = template.format(**values)
+    except (KeyError, IndexError) as err:
+        raise SegkitError(f"say: the template names {err} but no such value was given "
+                          f"(given: {', '.join(values) or 'none'})") from None
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print(text)
+    else:
+        display(Markdown(text))
 
 
 def train_step_seconds(config, overrides=None, *, num_classes: int = 19, steps: int = 5) -> float:
