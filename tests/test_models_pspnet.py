@@ -175,3 +175,17 @@ def test_sm_variant_takes_sides_sm_refuses():
     """Adaptive pooling: 128x128 (16x16 features, not a multiple of 6) builds and predicts at full size."""
     model = build("pspnet_sm", "resnet34", num_classes=NUM_CLASSES, input_shape=(128, 128, 3))
     assert run(model, np.zeros((1, 128, 128, 3), "float32")).shape == (1, 128, 128, NUM_CLASSES)
+
+
+def test_pyramid_views_of_a_bfloat16_model_are_float32():
+    """A model trained in mixed bfloat16 yields bfloat16 features, which numpy reductions and matplotlib refuse."""
+    from segkit.models.pspnet import pyramid_views
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build("pspnet_sm", "resnet18", num_classes=NUM_CLASSES, input_shape=(48, 48, 3))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    views = pyramid_views(model, np.zeros((48, 48, 3), np.uint8))
+    assert views["features"].dtype == np.float32
+    assert all(grid.dtype == np.float32 for grid, _, _ in views["pooled"].values())

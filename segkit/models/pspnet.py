@@ -97,7 +97,7 @@ def pyramid_views(model, image) -> dict:
     names = {layer.name for layer in model.layers}
     prefix, stage = ("psp_bins", 4) if f"psp_bins{PYRAMID_BINS[0]}_pool" in names else ("psp_level", 2)
     cut = keras.Model(model.input, model.get_layer(f"{prefix}{PYRAMID_BINS[0]}_pool").input)
-    features = keras.ops.convert_to_numpy(cut(image[None].astype("float32")))
+    features = keras.ops.convert_to_numpy(cut(image[None].astype("float32"))).astype("float32")  # bfloat16 models too
     mean = features.mean(axis=-1, keepdims=True)
     height, width = mean.shape[1:3]
     pooled = {}
