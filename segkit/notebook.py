@@ -212,6 +212,7 @@ def model_stats(config, num_classes: int = 19) -> dict:
 
     Args:
         config: a shipped config's name, a YAML path or a loaded config dict.
+        overrides: {"model.name": "pspnet", ...} applied to a named or YAML config first.
         num_classes: classes of the output layer (19 for the Cityscapes pairs, 11 for CamVid).
 
     An auxiliary training head and pretrained weights play no part.
