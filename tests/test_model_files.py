@@ -64,6 +64,14 @@ def test_a_saved_model_file_records_its_classes_and_colours_and_still_loads(prep
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(image)), keras.ops.convert_to_numpy(model(image)))
 
 
+def test_a_run_best_keras_names_the_classes_and_colours_of_its_dataset_json(run, prepared, tmp_path):
+    copied = shutil.copy(run.path / "best.keras", tmp_path / "copied.keras")  # out of its run folder
+    with zipfile.ZipFile(copied) as archive:
+        saved = json.loads(archive.read("metadata.json"))["segkit"]
+    assert saved == {"classes": run.dataset["classes"], "colors": run.dataset["colors"]}
+    assert loading.trained_classes(copied) == prepared[1]
+
+
 def test_evaluate_refuses_a_model_file_trained_on_other_class_names(prepared, tmp_path):
     path, classes = prepared
     loading.save_model(_conv_model(len(classes)), tmp_path / "m.keras", classes=classes, colors=np.zeros((19, 3)))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from segkit import files
 from segkit.models import batchnorm
-from segkit.workflows import runs
+from segkit.workflows import loading, runs
 
 MONITOR = "val_miou"  # best.keras is the model with the highest validation mIoU
 clock = time.perf_counter  # the run's clock in seconds; tests put a fake one in its place
@@ -90,7 +90,8 @@ class RunRecorder(keras.callbacks.Callback):
         improved = state["best_miou"] is None or row[MONITOR] > state["best_miou"]
         if improved:
             with self.evaluation_weights(), files.atomic_path(self.run.file(runs.BEST)) as tmp:
-                self.inference_model.save(tmp)
+                loading.save_model(self.inference_model, tmp, classes=self.run.dataset["classes"],
+                                   colors=self.run.dataset["colors"])
         checkpoint = self.run.checkpoint_name(epoch)
         with files.atomic_path(self.run.file(checkpoint)) as tmp:
             self.model.save(tmp)
