@@ -24,9 +24,9 @@ from segkit.workflows import loading
 from segkit.workflows import predict as image_predict
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov")
-BATCH_SIZE = 4  # frames per model call: on a CPU larger batches are no faster per frame (benchmarks/bench_video.py)
+BATCH_SIZE = 2  # frames per model call: the fastest of 1, 2, 4 and 8 for Fast-SCNN on 2 cores (benchmarks/bench_video.py)
 FOURCC = "mp4v"  # MPEG-4 Part 2: the codec OpenCV's own FFmpeg build writes into .mp4 (H.264 it cannot)
-STAGES = ("decode", "predict", "overlay", "encode", "masks")
+STAGES = ("compile", "decode", "predict", "overlay", "encode", "masks")
 PROGRESS_EVERY_S = 0.5
 MASK_DIGITS = 6  # <name>_frame000123.png
 
@@ -161,8 +161,8 @@ def overlay_video(model, video, target, *, colors, every: int = 1, mask_folder=N
         batch_size: frames per model call.
         progress: None, or called as `progress(frames done, frames expected or None)` after every batch.
 
-    Returns {"frames", "seconds", "video_fps", "stages": {stage: seconds}}: the stages (decode, predict, overlay,
-    encode, masks) add up to the whole time.
+    Returns {"frames", "seconds", "video_fps", "stages": {stage: seconds}}: the stages (compile: the model's
+    function, once per call; decode, predict, overlay, encode, masks) add up to the whole time.
     """
     info = probe(video)
     clock = _StageClock()
@@ -172,6 +172,8 @@ def overlay_video(model, video, target, *, colors, every: int = 1, mask_folder=N
         capture.release()
         raise SegkitError(f"cannot write the video {target}: OpenCV's {FOURCC} encoder did not open")
     classify = _frame_classifier(model, info["size"], batch_size)
+    classify(np.zeros((1, *info["size"], 3), np.uint8))  # compiles the model's function: its own stage
+    clock.mark("compile")
     expected = None if info["frames"] is None else math.ceil(info["frames"] / every)
     done = 0
     try:
