@@ -1,6 +1,7 @@
 """The `segkit` command: a thin face over the Python API. Nothing imports this module."""
 
 import argparse
+import signal
 import sys
 
 from segkit.data import FORMATS as DATA_FORMATS
@@ -177,16 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how Colab, batch schedulers and preemptible machines stop a job), stopped like Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM raises Terminated in the main thread, between steps: like Ctrl-C, a run keeps its last committed epoch
+    # and a file being written is dropped whole.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.run(args)
     except SegkitError as err:
         print(f"segkit: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("segkit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"segkit: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -1,8 +1,9 @@
 """The callback that makes a run folder safe to kill: after each epoch, history, best model, checkpoint, commit.
 
-Order matters. The new checkpoint is written under a new name (atomically), then state.json is
-replaced to name it (the commit), then the previous checkpoint is deleted. A run killed at any
-moment therefore has a state.json naming a complete checkpoint, and loses at most one epoch.
+Order matters. The new checkpoint is written under a new name (atomically), and a better model whole
+beside best.keras; then state.json is replaced to name the checkpoint (the commit), the new best model
+renamed to best.keras, and the previous checkpoint deleted. A run killed at any moment therefore has a
+state.json naming a complete checkpoint, and loses at most one epoch; a full disk leaves it as it was.
 """
 
 import contextlib
@@ -85,16 +86,27 @@ class RunRecorder(keras.callbacks.Callback):
                   f"of epoch {epoch + 1}: stopping")
 
     def _commit(self, row: dict) -> None:
-        state = self.state
-        epoch = row["epoch"]
-        improved = state["best_miou"] is None or row[MONITOR] > state["best_miou"]
-        if improved:
-            with self.evaluation_weights(), files.atomic_path(self.run.file(runs.BEST)) as tmp:
-                loading.save_model(self.inference_model, tmp, classes=self.run.dataset["classes"],
-                                   colors=self.run.dataset["colors"])
-        checkpoint = self.run.checkpoint_name(epoch)
-        with files.atomic_path(self.run.file(checkpoint)) as tmp:
-            self.model.save(tmp)
+        improved = self.state["best_miou"] is None or row[MONITOR] > self.state["best_miou"]
+        checkpoint = self.run.checkpoint_name(row["epoch"])
+        with contextlib.ExitStack() as pending:
+            with files.atomic_path(self.run.file(checkpoint)) as tmp:
+                self.model.save(tmp)
+            try:
+                if improved:  # written whole now, but becomes best.keras only after the commit (when `pending` closes)
+                    best = pending.enter_context(files.atomic_path(self.run.file(runs.BEST)))
+                    with self.evaluation_weights():
+                        loading.save_model(self.inference_model, best, classes=self.run.dataset["classes"],
+                                           colors=self.run.dataset["colors"])
+                history = self._commit_state(row, checkpoint, improved)
+            except OSError:  # a full disk: the checkpoint this epoch wrote is not committed, and only takes room
+                self.run.file(checkpoint).unlink(missing_ok=True)
+                raise
+        self.run.remove_stale_checkpoints()
+        files.write_text(self.run.file(runs.HISTORY), pd.DataFrame(history).to_csv(index=False))
+
+    def _commit_state(self, row: dict, checkpoint: str, improved: bool) -> list:
+        """Replaces state.json to name the new checkpoint (the commit point); returns the history it holds."""
+        state, epoch = self.state, row["epoch"]
         history = state["history"] + [row]
         new_state = {
             **state,
@@ -106,10 +118,9 @@ class RunRecorder(keras.callbacks.Callback):
             "train_seconds": self._seconds_before + self._elapsed(),
             "status": "training",
         }
-        self.run.write_state(new_state)  # the commit point
+        self.run.write_state(new_state)
         self.state = new_state
-        self.run.remove_stale_checkpoints()
-        files.write_text(self.run.file(runs.HISTORY), pd.DataFrame(history).to_csv(index=False))
+        return history
 
     @property
     def stopped(self) -> bool:

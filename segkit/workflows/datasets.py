@@ -74,6 +74,8 @@ def training_data(config: dict) -> TrainingData:
     """The train and validation splits a config asks for, with classes checked to agree."""
     spec = _with_synthetic_pairs(config["data"])
     common = {"format": spec["format"], "classes": spec["classes"], "size": spec["size"], "cache": spec["cache"]}
+    if spec["val_path"] is not None or spec["val_split"] is not None:
+        _check_readable(spec["val_path"] or spec["path"], split=spec["val_split"], **common)  # before train is prepared
     dataset, path = open_dataset(spec["path"], split=spec["split"], **common)
     items = np.arange(_count(dataset) if spec["limit"] is None else min(spec["limit"], _count(dataset)))
     if spec["val_path"] is None and spec["val_split"] is None:
@@ -94,6 +96,17 @@ def training_data(config: dict) -> TrainingData:
         if len(part) == 0:
             raise SegkitError(f"the {name} split of {part.path} is empty; check data.val and data.limit")
     return TrainingData(train, val, list(dataset.classes), np.asarray(dataset.colors, dtype=np.uint8))
+
+
+def _check_readable(path, *, format, split, classes, size, cache) -> None:
+    """Raises what `open_dataset` would, without preparing anything: a missing folder or split says so at once."""
+    path = Path(path)
+    if not path.exists():
+        raise SegkitError(f"dataset path {path} does not exist")
+    if format is None or (path / "manifest.json").is_file():
+        return  # a prepared folder, or open_dataset asks for the format
+    if not (Path(cache) / _cache_name(path, format, split, size, classes) / "manifest.json").is_file():
+        data_lib.open_reader(format, path, classes=classes, split=split)  # lists and pairs the files, decodes none
 
 
 def _with_synthetic_pairs(spec: dict) -> dict:

@@ -9,9 +9,13 @@ Layout of `runs/<config-name>-<timestamp>/`:
     metrics.json, per_class.csv, figures/*.png      written when training ends
 """
 
+import contextlib
+import fcntl
 import json
 import math
+import os
 import re
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -67,9 +71,13 @@ class Run:
         else:
             raise SegkitError(f"could not create a new run folder in {runs_dir}")
         run = cls(path)
-        files.write_text(path / CONFIG, config_lib.dump(config))
-        run.write_state({"epoch": 0, "checkpoint": None, "history": [], "best_miou": None, "best_epoch": None,
-                         "train_seconds": 0.0, "status": "created"})
+        try:
+            files.write_text(path / CONFIG, config_lib.dump(config))
+            run.write_state({"epoch": 0, "checkpoint": None, "history": [], "best_miou": None, "best_epoch": None,
+                             "train_seconds": 0.0, "status": "created"})
+        except OSError as err:  # a full disk: no folder without a state.json is left behind
+            shutil.rmtree(path, ignore_errors=True)
+            raise SegkitError(f"--runs {runs_dir}: cannot create a run folder ({err.strerror or err})") from None
         return run
 
     @classmethod
@@ -84,6 +92,24 @@ class Run:
         run = cls(path)
         run.state  # noqa: B018 -- parse now so a damaged state fails here, with the file's name
         return run
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds the run folder's lock while the block runs; another process holding it is refused in one line.
+
+        An flock on the folder itself, which the operating system releases when its process ends however it
+        ends: a run killed with kill -9 leaves no lock behind, and no lock file is ever left in the folder.
+        """
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SegkitError(f"run {self.path} is being trained by another process; wait for it to end, "
+                                  "or stop it, before resuming") from None
+            yield self
+        finally:
+            os.close(fd)  # releases the lock
 
     @property
     def config(self) -> dict:

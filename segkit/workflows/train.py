@@ -1,6 +1,8 @@
 """`segkit.train`: one config in, one run folder out (checkpoints, history, metrics, figures), resumable."""
 
+import contextlib
 import dataclasses
+import errno
 import shutil
 import warnings
 
@@ -8,7 +10,7 @@ import keras
 import numpy as np
 
 from segkit import data as data_lib
-from segkit import losses, metrics, models
+from segkit import files, losses, metrics, models
 from segkit.errors import SegkitError, first_line
 from segkit.models import batchnorm
 from segkit.workflows import config as config_lib
@@ -27,15 +29,23 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
     With train.distribution=multi_worker_mirrored every worker makes the same call with its own TF_CONFIG;
     only the chief writes to runs_dir (or resume), the others to a temporary folder removed before returning.
     """
+    with contextlib.ExitStack() as held:  # the run folder stays locked until training and its report are done
+        return _train(config, overrides, resume, runs_dir, verbose, held)
+
+
+def _train(config, overrides, resume, runs_dir, verbose, held: contextlib.ExitStack) -> runs.Run:
     if resume is not None:
         if config is not None or overrides:
             raise SegkitError("give either a config (with overrides) or resume=RUN_DIR, not both")
         run = runs.Run.open(resume)
+        files.check_writable_folder(run.path, "--resume")
+        held.enter_context(_writing(run, f"--resume {run.path}"))  # first: a second writer is refused at once
         cfg = run.config
         if run.state["status"] == "finished":
             raise SegkitError(f"run {run.path} has finished ({run.state['epoch']} of {cfg['train']['epochs']} epochs); nothing to resume")
     else:
         cfg = finetune.pin_source(config_lib.load(config, overrides))
+        files.check_writable_folder(runs_dir, "--runs")  # before the data is prepared and the model built
     fresh = resume is None or run.state["checkpoint"] is None  # weights from model.init_from, not from a checkpoint
     data = datasets.training_data(cfg)  # bad data fails here, before a new run folder exists
     # A non-chief worker of a multi-worker run takes the same steps in a throwaway folder (scratch).
@@ -43,7 +53,7 @@ def train(config, *, overrides=None, resume=None, runs_dir="runs", verbose="auto
 
         def open_run() -> runs.Run:
             if resume is None:
-                return runs.Run.create(scratch or runs_dir, cfg)
+                return held.enter_context(_writing(runs.Run.create(scratch or runs_dir, cfg), f"--runs {runs_dir}"))
             resumed = run if scratch is None else runs.Run(shutil.copytree(run.path, scratch / run.path.name))
             resumed.remove_stale_checkpoints()
             return resumed
@@ -119,7 +129,7 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
             if encoder:
                 print(f"epochs {first + 1}-{last}: encoder " + ("frozen (warm-up)" if frozen else "trains too"))
                 finetune.set_frozen(model, encoder, frozen)
-            recorder = RunRecorder(run, models.without_aux(model), state if recorder is None else recorder.state,
+            recorder = RunRecorder(run, _inference_model(model), state if recorder is None else recorder.state,
                                    max_seconds=max_seconds, evaluation_weights=ema[0].swapped if ema else None)
             # Before the recorder: the checkpoint it saves at an epoch's end holds the schedule length just estimated.
             span = [BudgetSpan(optim.schedule_length(model.optimizer), steps * train_cfg["epochs"], max_seconds,
@@ -151,6 +161,51 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
                           "lower optimizer.learning_rate or check the data")
     run.write_state({**recorder.state, "status": "finished"})
     return run
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+@contextlib.contextmanager
+def _writing(run: runs.Run, label: str):
+    """Holds `run`'s lock while training writes into it. A full or read-only disk ends in one line naming `label`
+    (the option that chose the folder); an interrupt (Ctrl-C, SIGTERM) marks the run stopped. Both say how to go on."""
+    with run.lock():
+        try:
+            yield run
+        except KeyboardInterrupt:
+            _mark_stopped(run, "stopped: interrupted")
+            print(f"interrupted: {_standing(run)}; continue with: segkit train --resume {run.path}")
+            raise
+        except OSError as err:
+            if err.errno not in _DISK_FULL:
+                raise
+            _mark_stopped(run, f"stopped: {err.strerror}")
+            raise SegkitError(f"{label}: cannot write ({err.strerror}); {_standing(run)}; make room, then continue "
+                              f"with: segkit train --resume {run.path}") from None
+
+
+def _mark_stopped(run: runs.Run, status: str) -> None:
+    """Says in state.json why a run in training stopped; its committed epoch and checkpoint stay as they are."""
+    with contextlib.suppress(OSError, SegkitError):  # a full disk may refuse even this small write
+        state = run.state
+        if state["status"] in ("created", "training"):
+            run.write_state({**state, "status": status})
+
+
+def _standing(run: runs.Run) -> str:
+    try:
+        epoch = run.state["epoch"]
+    except SegkitError:
+        return f"{run.path} is kept as it was"
+    return f"{run.path} keeps its last committed epoch ({epoch})" if epoch else f"no epoch of {run.path} had finished"
+
+
+def _inference_model(model) -> keras.Model:
+    """What best.keras holds: the main output on the trained weights, uncompiled, so the optimizer state stays
+    out of it (only the resume checkpoint last-NNNN.keras needs that)."""
+    main = models.without_aux(model)
+    return keras.Model(main.input, main.output, name=main.name)
 
 
 def _print_span(cfg, steps, budget) -> None:
