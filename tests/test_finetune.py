@@ -170,3 +170,12 @@ def test_freeze_encoder_epochs_must_not_be_negative():
     with pytest.raises(SegkitError, match="'train.freeze_encoder_epochs' must be >= 0, got -1"):
         config_lib.load({"data": {"path": "x"}, "train": {"freeze_encoder_epochs": -1}})
 
+
+
+def test_the_frozen_warm_up_is_refused_in_one_line_outside_tensorflow(monkeypatch):
+    model = models.build("unet", "resnet18", num_classes=3, input_shape=(32, 32, 3))
+    cfg = config_lib.load({"data": {"path": "x"}, "model": {"encoder": "resnet18"}, "train": {"freeze_encoder_epochs": 1}})
+    assert {layer.name for layer in finetune.encoder_layers(model, cfg)} == ENCODER  # TensorFlow, the tests' backend
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(SegkitError, match="^train.freeze_encoder_epochs needs the TensorFlow backend, not jax; set it to 0"):
+        finetune.encoder_layers(model, cfg)

@@ -85,12 +85,17 @@ def copy_matching_weights(model: keras.Model, source: keras.Model) -> tuple[list
 
 
 def encoder_layers(model: keras.Model, cfg: dict) -> list:
-    """The layers of `model` that form the encoder of the model the config names (see `models.encoder_layer_names`).
+    """The layers of `model` that form the encoder of the model the config names (see `models.encoder_layer_names`);
+    the frozen warm-up they are for runs under the TensorFlow backend only.
 
     Args:
         model (keras.Model): the model built from `cfg`.
         cfg (dict): a resolved config.
     """
+    if keras.backend.backend() != "tensorflow":
+        # Keras' JAX optimizer updates exactly the weights it was built on: it cannot skip frozen ones.
+        raise SegkitError(f"train.freeze_encoder_epochs needs the TensorFlow backend, not {keras.backend.backend()}; "
+                          "set it to 0 or run with KERAS_BACKEND=tensorflow")
     names = models.encoder_layer_names(cfg["model"]["name"], cfg["model"]["encoder"])
     layers = [layer for layer in model.layers if layer.name in names]
     if not layers:
