@@ -72,6 +72,21 @@ def test_a_run_best_keras_names_the_classes_and_colours_of_its_dataset_json(run,
     assert loading.trained_classes(copied) == prepared[1]
 
 
+def test_predict_draws_a_bare_model_file_in_the_colours_it_records(tmp_path):
+    import cv2
+
+    classes, colors = ["sky", "road", "car"], np.array([[10, 20, 30], [40, 50, 60], [70, 80, 90]])
+    model = _conv_model(3, size=16)
+    loading.save_model(model, tmp_path / "m.keras", classes=classes, colors=colors)
+    (tmp_path / "in").mkdir()
+    image = np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), image[..., ::-1])
+    segkit.predict(tmp_path / "m.keras", [tmp_path / "in"], out=tmp_path / "out")
+    drawn = cv2.imread(str(tmp_path / "out" / "a_mask.png"))[..., ::-1]
+    expected = colors[keras.ops.convert_to_numpy(model(image[None].astype("float32"))).argmax(-1)[0]]
+    np.testing.assert_array_equal(drawn, expected)
+
+
 def test_evaluate_refuses_a_model_file_trained_on_other_class_names(prepared, tmp_path):
     path, classes = prepared
     loading.save_model(_conv_model(len(classes)), tmp_path / "m.keras", classes=classes, colors=np.zeros((19, 3)))

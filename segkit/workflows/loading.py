@@ -73,9 +73,20 @@ def trained_classes(source) -> list[str] | None:
     Args:
         source (str | Path): a run folder or a .keras model file.
     """
+    labels = trained_labels(source)
+    return None if labels is None else labels["classes"]
+
+
+def trained_labels(source) -> dict | None:
+    """{"classes": names, "colors": (classes, 3) RGB lists or None} of the model at `source`: its run's dataset.json,
+    else what its .keras file records (`save_model`); None for a model file from elsewhere.
+
+    Args:
+        source (str | Path): a run folder or a .keras model file.
+    """
     path, run = model_file(source)
     if run is not None and run.file(runs.DATASET).is_file():
-        return list(run.dataset["classes"])
+        return {"classes": list(run.dataset["classes"]), "colors": run.dataset["colors"]}
     check_archive(path)
     with zipfile.ZipFile(path) as archive:
         if METADATA not in archive.namelist():
@@ -85,7 +96,13 @@ def trained_classes(source) -> list[str] | None:
         except (ValueError, AttributeError):
             raise SegkitError(f"model {path} has a damaged {METADATA} (not a JSON object)") from None
     classes = saved.get("classes") if isinstance(saved, dict) else None
-    return [str(name) for name in classes] if isinstance(classes, list) else None
+    if not isinstance(classes, list):
+        return None
+    colors = saved.get("colors")
+    valid = (isinstance(colors, list) and len(colors) == len(classes)
+             and all(isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v < 256 for v in c)
+                     for c in colors))
+    return {"classes": [str(name) for name in classes], "colors": colors if valid else None}
 
 
 def check_classes(model_name, model_classes, data_path, data_classes) -> None:

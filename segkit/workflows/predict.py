@@ -36,7 +36,7 @@ def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False, m
         return video.predict_video(model_path, inputs, out=out, masks=masks, every=every)
     out = files.check_writable_folder(out, "--out")
     net, run = loading.load_model(model_path)
-    colors = class_colors(run, loading.num_classes_of(net))
+    colors = class_colors(run, loading.num_classes_of(net), model_path=model_path)
     paths = image_files(inputs)
     _check_output_names(paths)
     readable = _readable(paths, skip_bad)
@@ -110,10 +110,14 @@ def _readable(paths, skip_bad) -> list[Path]:
     return good
 
 
-def class_colors(run, num_classes: int) -> np.ndarray:
-    """The run's class colours (dataset.json); without a run, the Cityscapes palette for 19 classes, else a fixed one."""
+def class_colors(run, num_classes: int, model_path=None) -> np.ndarray:
+    """The run's class colours (dataset.json), else those the model file at `model_path` records; without either,
+    the Cityscapes palette for 19 classes, else a fixed one."""
     if run is not None and run.file(runs.DATASET).is_file():
         return np.asarray(run.dataset["colors"], dtype=np.uint8)
+    saved = loading.trained_labels(model_path) if model_path is not None else None
+    if saved is not None and saved["colors"] is not None and len(saved["colors"]) == num_classes:
+        return np.asarray(saved["colors"], dtype=np.uint8)
     if num_classes == len(TRAIN_CLASS_COLORS):
         return TRAIN_CLASS_COLORS
     rng = np.random.default_rng(0)
