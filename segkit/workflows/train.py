@@ -129,7 +129,7 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
             if encoder:
                 print(f"epochs {first + 1}-{last}: encoder " + ("frozen (warm-up)" if frozen else "trains too"))
                 finetune.set_frozen(model, encoder, frozen)
-            recorder = RunRecorder(run, _inference_model(model), state if recorder is None else recorder.state,
+            recorder = RunRecorder(run, inference_model(model), state if recorder is None else recorder.state,
                                    max_seconds=max_seconds, evaluation_weights=ema[0].swapped if ema else None)
             # Before the recorder: the checkpoint it saves at an epoch's end holds the schedule length just estimated.
             span = [BudgetSpan(optim.schedule_length(model.optimizer), steps * train_cfg["epochs"], max_seconds,
@@ -201,7 +201,7 @@ def _standing(run: runs.Run) -> str:
     return f"{run.path} keeps its last committed epoch ({epoch})" if epoch else f"no epoch of {run.path} had finished"
 
 
-def _inference_model(model) -> keras.Model:
+def inference_model(model) -> keras.Model:
     """What best.keras holds: the main output on the trained weights, uncompiled, so the optimizer state stays
     out of it (only the resume checkpoint last-NNNN.keras needs that)."""
     main = models.without_aux(model)
