@@ -1,6 +1,7 @@
 """Fine-tuning: model.init_from carries matching layers over from a trained model, train.freeze_encoder_epochs warms up."""
 
 import hashlib
+import itertools
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import segkit
 from segkit import data, models
 from segkit.errors import SegkitError
 from segkit.workflows import config as config_lib
-from segkit.workflows import finetune, loading, runs
+from segkit.workflows import callbacks, finetune, loading, runs
 from segkit.workflows import train as train_module
 from training_support import Killed, kill_at_commit, prepared_synthetic, tiny_config, tiny_model
 
@@ -179,3 +180,17 @@ def test_the_frozen_warm_up_is_refused_in_one_line_outside_tensorflow(monkeypatc
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(SegkitError, match="^train.freeze_encoder_epochs needs the TensorFlow backend, not jax; set it to 0"):
         finetune.encoder_layers(model, cfg)
+
+
+@pytest.mark.slow
+def test_a_time_budget_that_runs_out_in_the_warm_up_ends_the_run_there_with_the_encoder_untouched(
+        source_file, eleven_classes, tmp_path, monkeypatch):
+    ticks = itertools.count()
+    monkeypatch.setattr(callbacks, "clock", lambda: float(next(ticks)))  # 1 s per reading: a few per step
+    config = _config(eleven_classes, source_file, epochs=3, freeze_encoder_epochs=2, max_minutes=0.05)
+    run = segkit.train(config, runs_dir=tmp_path, verbose=0)
+    (row,) = run.state["history"]  # stopped within epoch 1 of the 3
+    assert row["steps"] < row["epoch_steps"] and run.state["status"] == "finished"
+    source, trained = _weights(_model(source_file)), _weights(_model(run.path / run.state["checkpoint"]))
+    assert all(_same(trained[name], source[name]) for name in ENCODER)
+    assert not _same(trained["decoder_stage4b_conv"], source["decoder_stage4b_conv"])
