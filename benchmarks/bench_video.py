@@ -40,14 +40,14 @@ def camvid_clip(path: Path, frames: int) -> Path:
     photos = sorted([*(CAMVID / "train").glob("*.png"), *(CAMVID / "val").glob("*.png")], key=lambda p: p.name)
     if not photos:
         sys.exit(f"no CamVid frames in {CAMVID}; give --clip VIDEO")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*video.FOURCC), CLIP_FPS, SIZE[::-1])
-    for index in range(frames):
-        frame = cv2.imread(str(photos[index % len(photos)]))
-        height, width = frame.shape[:2]
-        crop = frame[(height - width // 2) // 2 :][: width // 2]
-        writer.write(cv2.resize(crop, SIZE[::-1], interpolation=cv2.INTER_AREA))
-    writer.release()
-    return path
+    return video.write_video((_cropped(photos[index % len(photos)]) for index in range(frames)), path, fps=CLIP_FPS)
+
+
+def _cropped(photo: Path) -> np.ndarray:
+    frame = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+    height, width = frame.shape[:2]
+    crop = frame[(height - width // 2) // 2 :][: width // 2]
+    return cv2.resize(crop, SIZE[::-1], interpolation=cv2.INTER_AREA)
 
 
 def run_once(model, clip: Path, batch_size: int, folder: Path) -> dict:

@@ -250,6 +250,24 @@ def test_cli_predict_video_with_masks_and_every(model_file, clip, tmp_path, caps
         ["clip_frame%06d.png" % i for i in range(0, 40, 4)] + ["clip_overlay.mp4"])
 
 
+def test_write_video_makes_a_clip_of_photos_whole_or_not_at_all(tmp_path):
+    rng = np.random.default_rng(2)
+    photos = [cv2.resize(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8), (48, 32)) for _ in range(7)]
+    path = video.write_video(iter(photos), tmp_path / "photos.mp4", fps=5)
+    frames = decoded_frames(path)
+    capture = cv2.VideoCapture(str(path))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(5) and len(frames) == 7
+    capture.release()
+    # MPEG-4 is lossy: each frame is near its photo, and nearer to it than to any other photo
+    distances = np.array([[np.abs(frame.astype(int) - photo).mean() for photo in photos] for frame in frames])
+    assert (distances.diagonal() < 12).all() and (distances.argmin(axis=1) == np.arange(7)).all()
+    with pytest.raises(SegkitError, match="like the first, got shape \\(32, 40, 3\\)"):
+        video.write_video([photos[0], photos[1][:, :40]], tmp_path / "mixed.mp4", fps=5)
+    with pytest.raises(SegkitError, match="no frames"):
+        video.write_video([], tmp_path / "empty.mp4", fps=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos.mp4"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Animations for a page
 

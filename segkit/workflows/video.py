@@ -36,6 +36,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 def is_video(path) -> bool:
+    """Whether `path` is named like a video segkit reads (.mp4, .avi, .mov, any case)."""
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
@@ -53,8 +54,7 @@ def handles(inputs, *, tta=None, window=None, skip_bad=False, masks=False, every
     return bool(videos)
 
 
-def predict_video(model_path, videos, *, out, masks: bool = False, every: int = 1, batch_size: int = BATCH_SIZE,
-                  ) -> list[Path]:
+def predict_video(model_path, videos, *, out, masks=False, every=1, batch_size=BATCH_SIZE) -> list[Path]:
     """Writes `<name>_overlay.mp4` per video into `out`, at the source frame rate (divided by `every`); returns the paths.
 
     Args:
@@ -167,10 +167,11 @@ def overlay_video(model, video, target, *, colors, every: int = 1, mask_folder=N
     info = probe(video)
     clock = _StageClock()
     capture = _open(video)
-    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*FOURCC), info["fps"] / every, info["size"][::-1])
-    if not writer.isOpened():
+    try:
+        writer = _writer(target, info["fps"] / every, info["size"])
+    except SegkitError:
         capture.release()
-        raise SegkitError(f"cannot write the video {target}: OpenCV's {FOURCC} encoder did not open")
+        raise
     classify = _frame_classifier(model, info["size"], batch_size)
     classify(np.zeros((1, *info["size"], 3), np.uint8))  # compiles the model's function: its own stage
     clock.mark("compile")
@@ -242,6 +243,41 @@ def read_frames(video, every: int = 1):
         yield from _decoded(capture, every)
     finally:
         capture.release()
+
+
+def write_video(frames, path, *, fps: float) -> Path:
+    """Writes RGB frames as an MPEG-4 video, whole or not at all (e.g. a sequence's photos, to predict as a clip).
+
+    Args:
+        frames (iterable of np.ndarray): RGB uint8 (H, W, 3) frames of one size, taken one at a time.
+        path (str | Path): the .mp4 file to write.
+        fps (float): its frame rate.
+    """
+    path = Path(path)
+    with files.atomic_path(path) as tmp:
+        writer, size = None, None
+        try:
+            for frame in frames:
+                if writer is None:
+                    size = frame.shape[:2]
+                    writer = _writer(tmp, fps, size)
+                if frame.shape != (*size, 3) or frame.dtype != np.uint8:
+                    raise SegkitError(f"frames for {path} must be RGB uint8 {size[0]}x{size[1]} like the first, "
+                                      f"got shape {frame.shape} dtype {frame.dtype}")
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        finally:
+            if writer is not None:
+                writer.release()
+        if writer is None:
+            raise SegkitError(f"no frames to write to {path}")
+    return path
+
+
+def _writer(target, fps: float, size) -> cv2.VideoWriter:
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*FOURCC), fps, (size[1], size[0]))
+    if not writer.isOpened():
+        raise SegkitError(f"cannot write the video {target}: OpenCV's {FOURCC} encoder did not open")
+    return writer
 
 
 def _decoded(capture, every):
