@@ -207,7 +207,7 @@ def _notebook_display() -> None:
         shell.run_line_magic("config", "InlineBackend.figure_formats = ['jpeg']")
 
 
-def model_stats(config, num_classes: int = 19) -> dict:
+def model_stats(config, overrides=None, *, num_classes: int = 19) -> dict:
     """{"params", "gflops", "size"} of the model a config builds, per image of its data.size (H, W).
 
     Args:
@@ -217,7 +217,7 @@ def model_stats(config, num_classes: int = 19) -> dict:
 
     An auxiliary training head and pretrained weights play no part.
     """
-    cfg = config if isinstance(config, dict) else config_lib.load(config)
+    cfg = config if isinstance(config, dict) else config_lib.load(config, overrides)
     size = tuple(cfg["data"]["size"])
     plain = {**cfg, "model": {**cfg["model"], "aux_head": False, "encoder_weights": None}}
     return {**models.model_stats(train.build_model(plain, num_classes, size)), "size": size}
