@@ -9,6 +9,7 @@ are medians over the rounds. "fps" leaves out compiling the model's function (on
 fps" includes it, for this clip's length.
 Run from the repository root:  python benchmarks/bench_video.py [--frames 300] [--rounds 3] [--batch-sizes 4]
 [--models fastscnn unet-resnet34]
+The predict step alone, segkit's way against the alternatives:  python benchmarks/bench_video.py --predict-choices
 """
 
 import argparse
@@ -16,6 +17,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,6 +35,7 @@ CLIP_FPS = 30
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid11_large"
 MODELS = (("fastscnn", None), ("unet", "resnet34"))
 SPEED_STAGES = ("decode", "predict", "overlay", "encode")
+REPEATS = 5  # calls timed together in --predict-choices
 
 
 def camvid_clip(path: Path, frames: int) -> Path:
@@ -66,6 +69,36 @@ def summary(name: str, batch_size: int, runs: list[dict]) -> str:
     return f"| {name} | {batch_size} | {fps:.1f} | {call_fps:.1f} | {compile_s:.1f} s | {cells} |"
 
 
+def predict_choices(batch_size: int, rounds: int) -> None:
+    """Milliseconds a frame of Fast-SCNN's predict step alone, done the ways one could: how segkit does it, and the
+    alternatives it was measured against."""
+    import keras
+
+    net = models.build("fastscnn", num_classes=len(TRAIN_CLASS_COLORS), input_shape=(*SIZE, 3))
+    frames = np.random.default_rng(0).integers(0, 256, (batch_size, *SIZE, 3), dtype=np.uint8)
+    inputs = keras.Input((*SIZE, 3), dtype="uint8")
+    xla = keras.Model(inputs, keras.ops.argmax(net(keras.ops.cast(inputs, "float32")), axis=-1))
+    xla.compile(jit_compile=True)
+    choices = {
+        "segkit: uint8 in, argmax in the compiled function": video._frame_classifier(net, SIZE, batch_size),
+        "float32 logits back, argmax in numpy": lambda x: net.predict_on_batch(x.astype("float32")).argmax(-1),
+        "segkit's, compiled with XLA (jit_compile)": xla.predict_on_batch,
+    }
+    times = {name: [] for name in choices}
+    for call in choices.values():
+        call(frames)  # compiles
+    for _ in range(rounds):
+        for name, call in choices.items():
+            start = time.perf_counter()
+            for _ in range(REPEATS):
+                call(frames)
+            times[name].append((time.perf_counter() - start) / REPEATS / batch_size * 1000)
+    print(f"Fast-SCNN predict step at {SIZE[0]}x{SIZE[1]}, {batch_size} frames a call, median of {rounds} rounds:")
+    print("| predict step | ms a frame |\n|---|---:|")
+    for name, values in times.items():
+        print(f"| {name} | {statistics.median(values):.1f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=300, help="frames of the CamVid clip")
@@ -74,7 +107,13 @@ def main():
     parser.add_argument("--clip", type=Path, help="a video of your own instead of the CamVid clip")
     parser.add_argument("--models", nargs="+", choices=[models.label(*m) for m in MODELS],
                         default=[models.label(*m) for m in MODELS])
+    parser.add_argument("--predict-choices", action="store_true",
+                        help="time Fast-SCNN's predict step alone, segkit's way against the alternatives")
     args = parser.parse_args()
+    if args.predict_choices:
+        predict_choices(args.batch_sizes[0], args.rounds)
+        print(f"\ncommand: python benchmarks/bench_video.py {' '.join(sys.argv[1:])}")
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
