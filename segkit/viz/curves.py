@@ -50,16 +50,17 @@ def plot_learning_curves(histories, metrics=("loss", "miou"), title=None, x=("mi
 
 
 def _draw_metric(ax, histories: dict, metric: str, x: str) -> None:
-    drawn = []
+    drawn, right = [], 0.0
     for i, (name, frame) in enumerate(histories.items()):
         prefix = f"{name} " if name else ""
         for column, style, part in ((metric, "-", "train"), (f"val_{metric}", "--", "val")):
             if column in frame:
                 ax.plot(frame[x], frame[column], style, color=f"C{i % 10}", marker=".", label=f"{prefix}{part}")
                 drawn.append(frame[column].to_numpy(dtype=np.float64))
+                right = max(right, float(frame[x].max()))
     if drawn and spans_decades(np.concatenate(drawn)):
         ax.set_yscale("log")
-    ax.set_xlim(left=0)
+    ax.set_xlim(0, 1.04 * right or None)  # from the start of training, the last point clear of the edge
     ax.set_xlabel(X_AXES[x])
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
