@@ -97,8 +97,12 @@ def _predict_one(net, colors, video, out, ledger, *, masks, every, batch_size) -
         mask_folder = tmp.parent / "masks"  # beside tmp: moved into `out` only once the video is whole
         mask_folder.mkdir()
         progress = _ProgressLine(video.name) if sys.stderr.isatty() else None
-        stats = overlay_video(net, video, tmp, colors=colors, every=every, mask_folder=mask_folder if masks else None,
-                              batch_size=batch_size, progress=progress)
+        try:
+            stats = overlay_video(net, video, tmp, colors=colors, every=every,
+                                  mask_folder=mask_folder if masks else None, batch_size=batch_size, progress=progress)
+        finally:
+            if progress is not None:
+                progress.close()
         finished = {path.name: path for path in sorted(mask_folder.iterdir())}
         ledger.record({target.name: tmp, **finished})
         mask_paths = [_move(path, out) for path in finished.values()]
@@ -197,8 +201,6 @@ def overlay_video(model, video, target, *, colors, every: int = 1, mask_folder=N
         capture.release()
         writer.release()
     clock.mark("encode")  # closing the file writes the container's index
-    if progress is not None:
-        progress.close()
     if done == 0:
         raise SegkitError(f"video {video} has no frame OpenCV can decode")
     return {"frames": done, "seconds": clock.total(), "video_fps": info["fps"] / every, "stages": clock.seconds}
@@ -370,19 +372,23 @@ class _StageClock:
 
 
 class _ProgressLine:
-    """`name: 120/900 frames, 23.5 fps` rewritten in place on the terminal (stderr), at most twice a second."""
+    """`name: 120/900 frames, 23.5 fps` rewritten in place on the terminal (stderr), at most twice a second; `close`
+    shows the last count and ends the line."""
 
     def __init__(self, name: str):
-        self.name, self.start, self.shown = name, time.perf_counter(), 0.0
+        self.name, self.start, self.shown, self.done, self.expected = name, time.perf_counter(), 0.0, 0, None
 
     def __call__(self, done: int, expected) -> None:
-        now = time.perf_counter()
-        if now - self.shown < PROGRESS_EVERY_S:
-            return
-        self.shown = now
-        of = f"/{expected}" if expected else ""
-        print(f"\r{self.name}: {done}{of} frames, {done / (now - self.start):.1f} fps", end="", file=sys.stderr, flush=True)
+        self.done, self.expected = done, expected
+        if time.perf_counter() - self.shown >= PROGRESS_EVERY_S:
+            self._show(end="")
 
     def close(self) -> None:
         if self.shown:
-            print(file=sys.stderr)
+            self._show(end="\n")
+
+    def _show(self, end: str) -> None:
+        self.shown = time.perf_counter()
+        of = f"/{self.expected}" if self.expected else ""
+        rate = self.done / (self.shown - self.start)
+        print(f"\r{self.name}: {self.done}{of} frames, {rate:.1f} fps", end=end, file=sys.stderr, flush=True)
