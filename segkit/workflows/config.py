@@ -421,7 +421,7 @@ def _check_size_fits_model(config: dict, where: str) -> None:
     from segkit import models
 
     size, name = config["data"]["size"], config["model"]["name"]
-    if size is not None and name in models.available() and any(side % models.input_multiple(name) for side in size):
+    if size is not None and any(side % models.input_multiple(name) for side in size):
         raise SegkitError(f"{where}: 'data.size' {size[0]}x{size[1]} is not a multiple of {models.input_multiple(name)}, "
                           f"which model {name} needs")
 
