@@ -157,6 +157,26 @@ def test_a_bomb_member_is_refused_before_keras_reads_it(tmp_path, member, conten
         loading.load_model(bomb)
 
 
+def test_weight_arrays_hdf5_itself_compresses_are_bounded_too(tmp_path, keras_never_reads):
+    """A 9 KB file whose kernel declares 240 MB of gzip'd (unwritten) zeros: Keras would inflate it all."""
+    import io
+
+    import h5py
+
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as h5:
+        h5.create_group("vars")
+        h5.create_group("layers/input_layer/vars")
+        arrays = h5.create_group("layers/conv2d/vars")
+        arrays.create_dataset("0", shape=(1, 1, 3, 20_000_000), dtype="float32", compression="gzip", chunks=(1, 1, 1, 10**6))
+        arrays.create_dataset("1", data=np.zeros(3, "float32"))
+    bomb = _with_member(_tiny_keras(tmp_path / "source.keras"), tmp_path / "bomb.keras", "model.weights.h5",
+                        weights.getvalue(), compression=zipfile.ZIP_STORED)
+    assert bomb.stat().st_size < 64 * 1024
+    with pytest.raises(SegkitError, match=r"bomb.keras is refused: the arrays in its model.weights.h5 would take 228\.9 MiB"):
+        loading.load_model(bomb)
+
+
 def test_many_small_members_that_inflate_together_are_refused(tmp_path, keras_never_reads):
     bomb = _tiny_keras(tmp_path / "bomb.keras")
     for i in range(3):  # each under the 16 MiB floor, together 45 MiB from about 45 KB

@@ -1,6 +1,7 @@
 """Model files: segkit's .keras files written with the classes they predict, and any .keras file read back safely
 (archive members bounded, safe mode on, auxiliary heads removed), or refused in one line when segkit cannot use it."""
 
+import io
 import json
 import os
 import re
@@ -8,6 +9,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import h5py
 import keras
 
 from segkit import models
@@ -23,6 +25,7 @@ MAX_JSON_BYTES = 16 * 2**20  # the largest segkit model's config.json is about 0
 MAX_INFLATION = 20  # uncompressed / stored bytes, of each member and of all together (weights re-zipped: under 2)
 INFLATION_FLOOR = 16 * 2**20  # fewer uncompressed bytes than this are harmless at any ratio
 METADATA = "metadata.json"
+WEIGHTS = "model.weights.h5"
 METADATA_KEY = "segkit"  # metadata.json["segkit"] = {"classes": [...], "colors": [[r, g, b], ...]}
 
 
@@ -155,6 +158,34 @@ def check_archive(path) -> None:
     if _inflates(inflated, stored):
         raise SegkitError(f"model {path} is refused: its members would inflate from {_mib(stored)} to {_mib(inflated)} "
                           "in all (a decompression bomb, not a model)")
+    weights = next((info for info in members if info.filename == WEIGHTS), None)
+    if weights is not None:
+        _check_weight_arrays(path, weights)
+
+
+def _check_weight_arrays(path, info) -> None:
+    """HDF5 compresses arrays itself: the arrays model.weights.h5 declares are bounded against its stored size too.
+
+    The member is read into memory (its size is bounded above), as Keras reads it, since seeking within a zip member
+    is slow; then only the file's structure is walked. A file h5py cannot open is left for Keras to report.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            content = io.BytesIO(archive.read(info))
+        with h5py.File(content, "r") as weights:
+            declared = _array_bytes(weights)
+    except (OSError, ValueError):
+        return
+    if _inflates(declared, info.compress_size):
+        raise SegkitError(f"model {path} is refused: the arrays in its {WEIGHTS} would take {_mib(declared)} from "
+                          f"{_mib(info.compress_size)} stored (a decompression bomb, not a model)")
+
+
+def _array_bytes(group) -> int:
+    sizes = []
+    group.visititems(lambda name, item: sizes.append(item.size * item.dtype.itemsize)
+                     if isinstance(item, h5py.Dataset) else None)
+    return sum(sizes)
 
 
 def _inflates(size: int, stored: int) -> bool:
