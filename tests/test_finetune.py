@@ -17,7 +17,7 @@ from segkit.errors import SegkitError
 from segkit.workflows import config as config_lib
 from segkit.workflows import callbacks, finetune, loading, runs
 from segkit.workflows import train as train_module
-from training_support import Killed, kill_at_commit, prepared_synthetic, tiny_config, tiny_model
+from training_support import Killed, kill_at_commit, tiny_config, tiny_model
 
 TARGET_CLASSES = 11
 ENCODER = models.encoder_layer_names("unet", "resnet18")
