@@ -15,12 +15,14 @@ from PIL import Image
 import segkit
 from segkit import cli, viz
 from segkit.errors import SegkitError
+from segkit.workflows import loading
 from segkit.workflows import predict as image_predict
 from segkit.workflows import video
 from training_support import softmax, upsample_bilinear
 
 SIZE = (32, 48)  # (H, W) of the generated videos
 FPS = 12.0
+COLORS = np.array([[250, 30, 30], [30, 250, 30], [40, 40, 250]], np.uint8)  # recorded in the model file
 
 
 def write_video(path, frames: int, size=SIZE, fps=FPS, seed=0):
@@ -61,7 +63,7 @@ def channel_model(input_shape=(None, None, 3)):
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "channels.keras"
-    channel_model().save(path)
+    loading.save_model(channel_model(), path, classes=["red", "green", "blue"], colors=COLORS)
     return path
 
 
@@ -86,14 +88,13 @@ def test_overlay_video_has_every_frame_at_the_source_rate_and_the_models_classes
     overlays = decoded_frames(written[0])
     assert len(overlays) == 40 and overlays[0].shape == (*SIZE, 3)
     model = keras.saving.load_model(model_file)
-    colors = image_predict.class_colors(None, 3)
     for frame, mask_path, picture in zip(frames, written[1:], overlays):
         classes = model_classes(model, frame)
         mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(mask, classes)
         # the overlay video is MPEG-4 (lossy): it stays near the overlay of the right classes, far from a wrong one
-        error = np.abs(picture.astype(int) - viz.overlay(frame, classes, colors)).mean()
-        wrong = np.abs(picture.astype(int) - viz.overlay(frame, (classes + 1) % 3, colors)).mean()
+        error = np.abs(picture.astype(int) - viz.overlay(frame, classes, COLORS)).mean()
+        wrong = np.abs(picture.astype(int) - viz.overlay(frame, (classes + 1) % 3, COLORS)).mean()
         assert error < 6 and wrong > 4 * error
     assert len(np.unique(np.stack([cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in written[1:]]))) == 3
 
@@ -145,11 +146,10 @@ def test_memory_stays_flat_over_a_long_video(tmp_path):
     decoded frames) would add 300 x 64x96x3 bytes, 5.5 MB; the allowance is a tenth of that."""
     size = (64, 96)
     model = channel_model()
-    colors = image_predict.class_colors(None, 3)
     short, long = (write_video(tmp_path / f"{n}.mp4", frames=n, size=size) for n in (100, 400))
 
     def run(source):
-        return lambda: video.overlay_video(model, source, tmp_path / "overlay.mp4", colors=colors)
+        return lambda: video.overlay_video(model, source, tmp_path / "overlay.mp4", colors=COLORS)
 
     run(short)()  # compiles the model's function outside the measurement
     peaks = {n: _peak_bytes(run(source)) for n, source in ((100, short), (400, long))}

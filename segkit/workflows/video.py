@@ -82,7 +82,7 @@ def predict_video(model_path, videos, *, out, masks=False, every=1, batch_size=B
     ledger = files.Ledger(out, image_predict.LEDGER, "segkit_predict")
     _check_outputs_replaceable(videos, out, ledger)
     net, run = loading.load_model(model_path)
-    colors = image_predict.class_colors(run, loading.num_classes_of(net))
+    colors = image_predict.class_colors(run, loading.num_classes_of(net), model_path=model_path)
     written = []
     with files.writing_into(out, "--out"):
         out.mkdir(parents=True, exist_ok=True)
