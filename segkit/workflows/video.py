@@ -156,29 +156,29 @@ def overlay_video(model, video, target, *, colors, every: int = 1, mask_folder=N
     """Streams `video` through `model` into the overlay video `target` (written as it goes; see `predict_video`).
 
     Args:
-        model: a segmentation model (images to per-pixel class logits).
-        video: the source video file.
-        target: the .mp4 to write.
-        colors: (classes, 3) RGB class colours.
-        every: keep one frame in `every`.
-        mask_folder: None, or an existing folder for `<video stem>_frame000123.png` class-index masks.
-        batch_size: frames per model call.
-        progress: None, or called as `progress(frames done, frames expected or None)` after every batch.
+        model (keras.Model): a segmentation model (RGB images to per-pixel class logits).
+        video (str | Path): the source video file.
+        target (str | Path): the .mp4 to write.
+        colors (array-like): (classes, 3) RGB class colours.
+        every (int): keep one frame in `every`.
+        mask_folder (str | Path | None): an existing folder for `<video stem>_frame000123.png` class-index masks.
+        batch_size (int): frames per model call.
+        progress (callable | None): called as `progress(frames done, frames expected or None)` after every batch.
 
     Returns {"frames", "seconds", "video_fps", "stages": {stage: seconds}}: the stages (compile: the model's
     function, once per call; decode, predict, overlay, encode, masks) add up to the whole time.
     """
     info = probe(video)
     clock = _StageClock()
+    classify = _frame_classifier(model, info["size"], batch_size)
+    classify(np.zeros((1, *info["size"], 3), np.uint8))  # compiles the model's function: its own stage
+    clock.mark("compile")
     capture = _open(video)
     try:
         writer = _writer(target, info["fps"] / every, info["size"])
     except SegkitError:
         capture.release()
         raise
-    classify = _frame_classifier(model, info["size"], batch_size)
-    classify(np.zeros((1, *info["size"], 3), np.uint8))  # compiles the model's function: its own stage
-    clock.mark("compile")
     expected = None if info["frames"] is None else math.ceil(info["frames"] / every)
     done = 0
     try:
@@ -239,7 +239,12 @@ def _open(video) -> cv2.VideoCapture:
 
 
 def read_frames(video, every: int = 1):
-    """Yields (frame number, RGB uint8 frame) of every `every`th frame of `video`, one at a time."""
+    """Yields (frame number, RGB uint8 frame) of frames 0, `every`, 2 `every`, ... of `video`, one at a time.
+
+    Args:
+        video (str | Path): a video file OpenCV's FFmpeg decodes.
+        every (int): keep one frame in `every`.
+    """
     capture = _open(video)
     try:
         yield from _decoded(capture, every)
