@@ -168,6 +168,7 @@ def overlay_video(model, video, target, *, colors, every: int = 1, mask_folder=N
     Returns {"frames", "seconds", "video_fps", "stages": {stage: seconds}}: the stages (compile: the model's
     function, once per call; decode, predict, overlay, encode, masks) add up to the whole time.
     """
+    every, batch_size = _positive("every", every), _positive("batch size", batch_size)
     info = probe(video)
     clock = _StageClock()
     classify = _frame_classifier(model, info["size"], batch_size)
@@ -245,6 +246,7 @@ def read_frames(video, every: int = 1):
         video (str | Path): a video file OpenCV's FFmpeg decodes.
         every (int): keep one frame in `every`.
     """
+    every = _positive("every", every)
     capture = _open(video)
     try:
         yield from _decoded(capture, every)
