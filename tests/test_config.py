@@ -111,7 +111,9 @@ def test_unreadable_config_files(tmp_path, text, message):
 def test_shipped_configs_resolve_validate_and_are_named_for_what_they_are(name):
     cfg = config.load(name)
     assert cfg["name"] == name and config.BASE_KEY not in cfg
-    model, dataset, size, *budget = name.split("_")
+    # <model>[-r<depth>]_<data>_<H>x<W>[_cpu-<N>min]; the model part may hold an underscore itself (pspnet_sm)
+    model, dataset, size, *budget = re.fullmatch(r"(.+)_([a-z0-9-]+)_(\d+x\d+)(?:_(cpu-\d+min))?", name).groups()
+    budget = [part for part in budget if part]
     model_name, encoder = cfg["model"]["name"], cfg["model"]["encoder"]
     assert model == (model_name if encoder == model_name else f"{model_name}-r{encoder.removeprefix('resnet')}")
     assert not budget or budget == [f"cpu-{cfg['train']['max_minutes']:g}min"]
@@ -122,7 +124,7 @@ def test_shipped_configs_resolve_validate_and_are_named_for_what_they_are(name):
 
 def _config_names_in(paths) -> set[str]:
     """Every shipped-config name (`<model>[-r<depth>]_<data>_<H>x<W>[_cpu-<N>min]`) mentioned in these files."""
-    pattern = re.compile(r"\b(?:[a-z0-9]+-r\d+|fastscnn)_[a-z0-9-]+_\d+x\d+(?:_cpu-\d+min)?\b")
+    pattern = re.compile(r"\b(?:[a-z0-9]+(?:_[a-z0-9]+)?-r\d+|fastscnn)_[a-z0-9-]+_\d+x\d+(?:_cpu-\d+min)?\b")
     return {name for path in paths for name in pattern.findall(path.read_text(errors="replace"))}
 
 
