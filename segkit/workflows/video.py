@@ -24,7 +24,7 @@ from segkit.workflows import loading
 from segkit.workflows import predict as image_predict
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov")
-BATCH_SIZE = 2  # frames per model call: the fastest of 1, 2, 4 and 8 for Fast-SCNN on 2 cores (benchmarks/bench_video.py)
+BATCH_SIZE = 2  # frames per model call: 1 and 2 tie for Fast-SCNN on 2 cores, 4 and 8 are slower (bench_video.py)
 FOURCC = "mp4v"  # MPEG-4 Part 2: the codec OpenCV's own FFmpeg build writes into .mp4 (H.264 it cannot)
 STAGES = ("compile", "decode", "predict", "overlay", "encode", "masks")
 PROGRESS_EVERY_S = 0.5
