@@ -94,9 +94,10 @@ class Env:
             found["data.path"] = str(self.data)
             if self.dataset in ("camvid", "cityscapes-pairs"):
                 found.update({"data.format": self.dataset, "data.split": "train"})
-            if self.dataset != "synthetic":
-                found["data.val_split"] = "val" if (self.data / "val").is_dir() else None  # else data.val is held out
-                if subset and found["data.val_split"] is None:
+            if self.dataset != "synthetic" and not (self.data / "val").is_dir():
+                # A copy without a val split holds data.val out; with one, the config decides, as on the command line.
+                found["data.val_split"] = None
+                if subset:
                     found["data.val"] = 0.2  # a share of the smoke subset: the configs' held-out counts exceed it
         if size:  # CamVid keeps roughly its 3:4 shape, in multiples of 32 (360x480 -> 128x160 at size 128)
             found["data.size"] = [size, 32 * round(size * 4 / 3 / 32)] if self.dataset == "camvid" else [size, size]
