@@ -75,8 +75,8 @@ def test_downloads_the_dataset_with_a_progress_bar_and_says_cpu_only(tmp_path, m
     assert f"[{'#' * 30}] 100%" in out
     assert "CPU only: this will be slow (about 42 minutes for this notebook's full run)" in out
     assert env.gpu is None and env.smoke is False and env.runs.is_dir() and env.runs.name == "my-runs"
-    assert env.overrides() == {"data.path": str(env.data), "data.format": "cityscapes-pairs", "data.split": "train",
-                               "data.val_split": "val"}
+    # A downloaded copy has val/: the config decides how to validate (the CPU recipes hold out 300 as on the CLI).
+    assert env.overrides() == {"data.path": str(env.data), "data.format": "cityscapes-pairs", "data.split": "train"}
 
 
 def test_pairs_without_a_val_split_hold_out_a_share_of_the_smoke_subset(tmp_path, monkeypatch):
@@ -135,10 +135,10 @@ def test_smoke_parameters_come_from_the_environment_and_shrink_the_overrides(tmp
     env = notebook.setup("camvid")
     assert env.smoke and env.data == camvid and env.runs == tmp_path / "ci-runs"
     assert env.overrides(**{"train.seed": 3}) == {
-        "data.path": str(camvid), "data.format": "camvid", "data.split": "train", "data.val_split": "val",
+        "data.path": str(camvid), "data.format": "camvid", "data.split": "train",
         "data.size": [128, 160], "train.epochs": 2, "model.encoder_weights": None, "train.seed": 3}
     assert notebook.setup("camvid", smoke=False).overrides() == {
-        "data.path": str(camvid), "data.format": "camvid", "data.split": "train", "data.val_split": "val"}
+        "data.path": str(camvid), "data.format": "camvid", "data.split": "train"}
 
 
 def test_smoke_true_uses_the_ci_values_and_synthetic_data_is_generated_once(monkeypatch):
