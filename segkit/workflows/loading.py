@@ -20,20 +20,21 @@ from segkit.workflows import runs
 MAX_CLASSES = IGNORE_INDEX  # masks hold class indices 0..254; 255 marks ignored pixels
 # Bounds on a .keras archive, checked before Keras reads it: Keras stores members uncompressed and its own guard
 # starts at 4 GiB, so a 1 MB file could make it inflate a gigabyte of config.json or model.weights.h5.
-JSON_MEMBERS = ("config.json", "metadata.json")
+METADATA = "metadata.json"
+WEIGHTS = "model.weights.h5"
+JSON_MEMBERS = ("config.json", METADATA)
 MAX_JSON_BYTES = 16 * 2**20  # the largest segkit model's config.json is about 0.2 MB
 MAX_INFLATION = 20  # uncompressed / stored bytes, of each member and of all together (weights re-zipped: under 2)
 INFLATION_FLOOR = 16 * 2**20  # fewer uncompressed bytes than this are harmless at any ratio
-METADATA = "metadata.json"
-WEIGHTS = "model.weights.h5"
 METADATA_KEY = "segkit"  # metadata.json["segkit"] = {"classes": [...], "colors": [[r, g, b], ...]}
 
 
 def load_model(source) -> tuple[keras.Model, "runs.Run | None"]:
     """(inference model, its run or None) from a run folder (its best.keras) or a .keras model file.
 
-    Loaded with Keras' safe mode on: a model file can carry no code. A file that is not a Keras model,
-    or one with layers segkit does not know, is a one-line SegkitError.
+    Loaded with Keras' safe mode on: a model file can carry no code. A file that is not a Keras model, a
+    decompression bomb (`check_archive`), one with layers segkit does not know, or a model segkit cannot use
+    (no fixed input, several outputs, over MAX_CLASSES classes) is a one-line SegkitError.
     """
     path, run = model_file(source)
     check_archive(path)
