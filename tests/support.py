@@ -79,3 +79,14 @@ def copy_weights_by_name(source, target):
     assert source_layers.keys() == target_layers.keys()
     for name, layer in source_layers.items():
         target_layers[name].set_weights(layer.get_weights())
+
+
+def assert_matches_reference(reference, model, side):
+    """Same parameter count and, with the reference's random weights copied by name, the same logits on random images."""
+    assert model.count_params() == reference.count_params()
+    random_weights(reference, seed=1)
+    copy_weights_by_name(reference, model)
+    images = np.random.default_rng(2).uniform(0, 255, (2, side, side, 3)).astype("float32")
+    expected, got = run(reference, images), run(model, images)
+    assert got.shape == expected.shape == (2, side, side, reference.output.shape[-1])
+    assert np.abs(got - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())

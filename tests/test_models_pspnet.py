@@ -11,7 +11,7 @@ import pytest
 from segkit.errors import SegkitError
 from segkit.models import AUX_LOSS_WEIGHTS, build, predict_probabilities, required_multiple, resnet_encoder, without_aux
 from segkit.models.layers import AdaptiveAveragePooling2D, ResizeToMatch
-from support import copy_weights_by_name, needs_tensorflow, random_weights, run
+from support import assert_matches_reference, needs_tensorflow, run
 
 
 NUM_CLASSES = 4
@@ -162,13 +162,7 @@ def test_sm_variant_matches_segmentation_models(sm, encoder):
     """Same parameters and, with sm's weights copied by name, the same logits (96x96: a multiple of sm's 48)."""
     reference = sm.PSPNet(encoder, classes=19, activation="linear", encoder_weights=None,
                           input_shape=(96, 96, 3), downsample_factor=8)
-    model = build("pspnet_sm", encoder, num_classes=19, input_shape=(96, 96, 3))
-    assert model.count_params() == reference.count_params()
-    random_weights(reference, seed=1)
-    copy_weights_by_name(reference, model)
-    images = np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
-    expected = run(reference, images)
-    assert np.abs(run(model, images) - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+    assert_matches_reference(reference, build("pspnet_sm", encoder, num_classes=19, input_shape=(96, 96, 3)), 96)
 
 
 def test_sm_variant_takes_sides_sm_refuses():

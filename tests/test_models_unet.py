@@ -7,7 +7,7 @@ import pytest
 from segkit.errors import SegkitError
 from segkit.models import build
 from segkit.models.resnet import resnet_encoder
-from support import copy_weights_by_name, needs_tensorflow, random_weights, run
+from support import assert_matches_reference, copy_weights_by_name, needs_tensorflow, random_weights, run
 
 
 
@@ -15,15 +15,7 @@ from support import copy_weights_by_name, needs_tensorflow, random_weights, run
 @pytest.mark.parametrize("encoder", ["resnet18", "resnet34", "resnet50"])
 def test_unet_matches_segmentation_models(sm, encoder):
     reference = sm.Unet(encoder, classes=5, activation="linear", encoder_weights=None, input_shape=(64, 64, 3))
-    model = build("unet", encoder, num_classes=5, input_shape=(64, 64, 3))
-    assert model.count_params() == reference.count_params()
-    random_weights(reference, seed=1)
-    copy_weights_by_name(reference, model)
-    images = np.random.default_rng(2).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    expected = run(reference, images)
-    got = run(model, images)
-    assert got.shape == expected.shape == (2, 64, 64, 5)
-    assert np.abs(got - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+    assert_matches_reference(reference, build("unet", encoder, num_classes=5, input_shape=(64, 64, 3)), 64)
 
 
 @needs_tensorflow
