@@ -57,15 +57,17 @@ def save_model(model, path, *, classes, colors) -> None:
     """
     path = Path(path)
     model.save(path)
-    extra = {METADATA_KEY: {"classes": [str(name) for name in classes], "colors": [[int(v) for v in rgb] for rgb in colors]}}
-    # Keras writes metadata.json itself; the archive is copied member by member with it extended (stored, as Keras does).
+    extra = {METADATA_KEY: {"classes": [str(name) for name in classes],
+                            "colors": [[int(v) for v in rgb] for rgb in colors]}}
+    # Keras writes metadata.json itself; the archive is copied member by member with it extended (stored, as Keras is).
     rewritten = path.with_name(path.name + ".metadata")
     with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w") as target:
         for info in source.infolist():
             if info.filename == METADATA:
                 target.writestr(info, json.dumps({**json.loads(source.read(info)), **extra}))
             else:
-                with source.open(info) as member, target.open(info, "w", force_zip64=info.file_size >= zipfile.ZIP64_LIMIT) as copy:
+                large = info.file_size >= zipfile.ZIP64_LIMIT
+                with source.open(info) as member, target.open(info, "w", force_zip64=large) as copy:
                     shutil.copyfileobj(member, copy, 2**20)
     os.replace(rewritten, path)
 
@@ -122,7 +124,8 @@ def check_classes(model_name, model_classes, data_path, data_classes) -> None:
     """
     if model_classes is None or [_plain(n) for n in model_classes] == [_plain(n) for n in data_classes]:
         return
-    index = next((i for i, (ours, theirs) in enumerate(zip(model_classes, data_classes)) if _plain(ours) != _plain(theirs)),
+    pairs = enumerate(zip(model_classes, data_classes))
+    index = next((i for i, (ours, theirs) in pairs if _plain(ours) != _plain(theirs)),
                  min(len(model_classes), len(data_classes)))
     raise SegkitError(f"model {model_name} was trained on other classes than the data at {data_path}: class {index} is "
                       f"{_name_at(model_classes, index)} for the model but {_name_at(data_classes, index)} in the data")
@@ -147,17 +150,18 @@ def check_archive(path) -> None:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError):
-        raise SegkitError(f"model {path} is not a .keras model archive (a zip file): truncated, or not a model file") from None
+        raise SegkitError(f"model {path} is not a .keras model archive (a zip file): truncated, or not a model "
+                          "file") from None
     for info in members:
         if info.filename in JSON_MEMBERS and info.file_size > MAX_JSON_BYTES:
-            raise SegkitError(f"model {path} is refused: its {info.filename} would be {_mib(info.file_size)} "
-                              f"(a model's is at most {_mib(MAX_JSON_BYTES)})")
+            raise SegkitError(f"model {path} is refused: its {info.filename} would be {_size(info.file_size)} "
+                              f"(a model's is at most {_size(MAX_JSON_BYTES)})")
         if _inflates(info.file_size, info.compress_size):
-            raise SegkitError(f"model {path} is refused: its {info.filename} would inflate from {_mib(info.compress_size)} "
-                              f"to {_mib(info.file_size)} (a decompression bomb, not a model)")
+            raise SegkitError(f"model {path} is refused: its {info.filename} would inflate from "
+                              f"{_size(info.compress_size)} to {_size(info.file_size)} (a decompression bomb, not a model)")
     inflated, stored = sum(i.file_size for i in members), sum(i.compress_size for i in members)
     if _inflates(inflated, stored):
-        raise SegkitError(f"model {path} is refused: its members would inflate from {_mib(stored)} to {_mib(inflated)} "
+        raise SegkitError(f"model {path} is refused: its members would inflate from {_size(stored)} to {_size(inflated)} "
                           "in all (a decompression bomb, not a model)")
     weights = next((info for info in members if info.filename == WEIGHTS), None)
     if weights is not None:
@@ -178,8 +182,8 @@ def _check_weight_arrays(path, info) -> None:
     except (OSError, ValueError):
         return
     if _inflates(declared, info.compress_size):
-        raise SegkitError(f"model {path} is refused: the arrays in its {WEIGHTS} would take {_mib(declared)} from "
-                          f"{_mib(info.compress_size)} stored (a decompression bomb, not a model)")
+        raise SegkitError(f"model {path} is refused: the arrays in its {WEIGHTS} would take {_size(declared)} from "
+                          f"{_size(info.compress_size)} stored (a decompression bomb, not a model)")
 
 
 def _array_bytes(group) -> int:
@@ -193,8 +197,11 @@ def _inflates(size: int, stored: int) -> bool:
     return size > INFLATION_FLOOR and size > MAX_INFLATION * max(stored, 1)
 
 
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
+def _size(size: int) -> str:
+    """Bytes as a person reads them: 9.1 KiB, 228.9 MiB, 1.1 GiB."""
+    scaled, unit = next((size / 2**p, u) for p, u in ((30, "GiB"), (20, "MiB"), (10, "KiB"), (0, "bytes"))
+                        if size >= 2**p or p == 0)
+    return f"{size} bytes" if unit == "bytes" else f"{scaled:.1f} {unit}"
 
 
 def model_file(source) -> tuple[Path, "runs.Run | None"]:
