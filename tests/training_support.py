@@ -94,8 +94,10 @@ def brute_force_run_scores(run, dataset: Path):
 
 
 def predict_classes(model, images: np.ndarray) -> np.ndarray:
-    """argmax of the model's logits, called directly (no padding: the images have the model's input size)."""
-    return np.argmax(keras.ops.convert_to_numpy(model(images.astype("float32"), training=False)), axis=-1)
+    """argmax of the model's logits from Keras' own compiled predict step, in one batch (no padding: the images have
+    the model's input size). Not an eager `model(x)`: under mixed precision the compiled graph's fused float16 and
+    bfloat16 kernels round differently from op-by-op execution, enough to flip pixels near a tie."""
+    return np.argmax(keras.ops.convert_to_numpy(model.predict_on_batch(images.astype("float32"))), axis=-1)
 
 
 def train_with_stand_in(config, runs_dir):
