@@ -179,6 +179,33 @@ def test_a_read_only_or_file_out_is_refused_before_loading_any_run(three_runs, r
     assert (tmp_path / "plain").read_text() == "keep me"
 
 
+def test_out_keeps_the_users_own_files_and_replaces_only_what_compare_wrote(three_runs, tmp_path, monkeypatch):
+    _, a, b, _ = three_runs
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("my notes")
+    (out / "qualitative.png").write_bytes(b"my figure")
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("runs were scored before --out's own files were found")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(compare_module, "_latency_ms", no_scoring)
+        with pytest.raises(SegkitError, match=r"^--out .*out holds report.md, qualitative.png, which segkit compare did "
+                                              r"not write \(or which changed since\); move them away or choose another --out$"):
+            segkit.compare([a.path, b.path], out=out)
+    assert (out / "report.md").read_text() == "my notes" and (out / "qualitative.png").read_bytes() == b"my figure"
+    assert sorted(p.name for p in out.iterdir()) == ["qualitative.png", "report.md"]  # nothing else written either
+    (out / "qualitative.png").unlink()
+    (out / "report.md").unlink()
+    segkit.compare([a.path, b.path], out=out, latency=False)
+    segkit.compare([a.path, b.path], out=out, latency=False)  # its own report is replaced
+    with open(out / "class_iou.png", "ab") as figure:  # a figure edited since
+        figure.write(b"edited")
+    with pytest.raises(SegkitError, match=r"holds class_iou.png, which segkit compare did not write"):
+        segkit.compare([a.path, b.path], out=out, latency=False)
+
+
 def test_classes_at_zero_counts_what_prints_as_zero_and_skips_absent_classes():
     from segkit.workflows.compare import classes_at_zero
 

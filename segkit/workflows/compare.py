@@ -21,6 +21,10 @@ from segkit.errors import SegkitError
 from segkit.workflows import evaluate, loading, run_report, runs
 
 LATENCY_REPEATS = 5
+REPORT = "report.md"
+CLASS_IOU, CURVES, SAMPLES = "class_iou.png", "learning_curves.png", "qualitative.png"
+# Hidden in --out: the name and digest of every file compare wrote there, so a later call replaces only those.
+LEDGER = ".segkit-compare.json"
 ZERO_IOU = 0.0005  # below it an IoU prints as 0.000: "at zero" in tables and prose
 
 
@@ -37,6 +41,8 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     entries = [_load(path) for path in run_dirs]
     _name_uniquely(entries)
     _check_same_classes(entries)
+    ledger = files.Ledger(out, LEDGER, "segkit_compare")
+    _check_outputs_replaceable(out, ledger, _output_names(entries))
     split, protocol = _judging_split(entries)
     for entry in entries:
         if entry["rescore"]:
@@ -52,20 +58,20 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     images, truth, predicted = run_report.predicted_samples(split, {e["name"]: e["model"] for e in entries},
                                                             input_sizes={e["name"]: e["input_size"] for e in entries})
     figures = {
-        "class_iou.png": viz.plot_class_iou({e["name"]: per_class[e["name"]].to_numpy() for e in entries}, classes),
-        "learning_curves.png": viz.plot_learning_curves({e["name"]: e["history"] for e in entries}),
-        "qualitative.png": viz.sample_grid(images, truth, colors, classes, predictions=predicted, panel_size=2.2),
+        CLASS_IOU: viz.plot_class_iou({e["name"]: per_class[e["name"]].to_numpy() for e in entries}, classes),
+        CURVES: viz.plot_learning_curves({e["name"]: e["history"] for e in entries}),
+        SAMPLES: viz.sample_grid(images, truth, colors, classes, predictions=predicted, panel_size=2.2),
     }
     for entry in entries:
         cm = np.asarray(entry["metrics"]["confusion_matrix"], dtype=np.int64)
-        figures[f"confusion_{entry['name']}.png"] = viz.plot_confusion(cm, classes, title=entry["name"])
+        figures[_confusion_figure(entry)] = viz.plot_confusion(cm, classes, title=entry["name"])
+    report = _markdown(entries, table, per_class, figures, split, protocol)
+    contents = {name: run_report.figure_png(fig) for name, fig in figures.items()}
     with files.writing_into(out, "--out"):
         out.mkdir(parents=True, exist_ok=True)
-        for name, fig in figures.items():
-            run_report.save_figure(fig, out / name)
-        files.write_text(out / "report.md", _markdown(entries, table, per_class, figures, split, protocol))
-    print(f"report: {out / 'report.md'}")
-    return {"report": out / "report.md", "table": table, "per_class": per_class}
+        ledger.write({**contents, REPORT: report.encode("utf-8")})
+    print(f"report: {out / REPORT}")
+    return {"report": out / REPORT, "table": table, "per_class": per_class}
 
 
 def table_text(table: pd.DataFrame) -> str:
@@ -100,6 +106,25 @@ def _check_each_run_once(run_dirs) -> None:
         if first is not path:
             same = "" if str(first) == str(path) else f" (as {first} and {path})"
             raise SegkitError(f"run {first} is given twice{same}; name each run once")
+
+
+def _output_names(entries) -> list[str]:
+    """Every file compare writes into --out for these runs: the report and its figures."""
+    return [REPORT, CLASS_IOU, CURVES, SAMPLES, *map(_confusion_figure, entries)]
+
+
+def _confusion_figure(entry) -> str:
+    return f"confusion_{entry['name']}.png"
+
+
+def _check_outputs_replaceable(out: Path, ledger: files.Ledger, names) -> None:
+    """Refuses, before any scoring, to write over a file in `out` that segkit compare did not write there (or that
+    changed since): a user's own report.md or figure is never lost."""
+    foreign = ledger.foreign(names)
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise SegkitError(f"--out {out} holds {listed}, which segkit compare did not write (or which changed since); "
+                          "move them away or choose another --out")
 
 
 def _name_uniquely(entries) -> None:

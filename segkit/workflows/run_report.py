@@ -1,5 +1,6 @@
 """What a finished run leaves behind: metrics from evaluating best.keras on the validation split, tables, figures."""
 
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -82,6 +83,13 @@ def summary(run: runs.Run, result: dict, table: pd.DataFrame) -> str:
 
 
 def save_figure(fig, path) -> None:
-    with files.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
+    """Writes a figure to `path` as a PNG, whole or not at all."""
+    files.write_bytes(path, figure_png(fig))
+
+
+def figure_png(fig) -> bytes:
+    """A figure encoded as PNG at the reports' resolution; the figure is closed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)  # a no-op for bare Figures; frees pyplot-managed ones
+    return buffer.getvalue()
