@@ -378,6 +378,17 @@ def test_predict_reports_a_symlink_loop_in_an_input_folder_in_one_line(trained, 
     assert sorted(p.name for p in written) == ["a_mask.png", "a_overlay.png"]
 
 
+def test_predict_reports_a_symlink_loop_named_as_an_input_in_one_line(trained, tmp_path):
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png"])
+    loop = tmp_path / "loop.png"
+    loop.symlink_to("loop.png")
+    with pytest.raises(SegkitError, match=r"loop.png: cannot read \(Too many levels of symbolic links\)"):
+        segkit.predict(run.path, [loop, folder / "a.png"], out=tmp_path / "out")
+    written = segkit.predict(run.path, [loop, folder / "a.png"], out=tmp_path / "out", skip_bad=True)
+    assert sorted(p.name for p in written) == ["a_mask.png", "a_overlay.png"]
+
+
 def test_predict_over_a_folder_shows_n_of_m_time_per_image_and_each_skipped_path_once(trained, tmp_path, capsys):
     run, _ = trained
     folder = _write_images(tmp_path / "images", ["a.png", "c.png"])

@@ -136,7 +136,7 @@ def image_files(inputs) -> list[Path]:
             if not found:
                 raise SegkitError(f"folder {item} has no images ({', '.join(IMAGE_SUFFIXES)})")
             found_files.extend(found)
-        elif item.is_file():
+        elif item.is_file() or item.is_symlink():  # a link that leads nowhere (a loop) is named when read, as in a folder
             found_files.append(item)
         else:
             raise SegkitError(f"input {item} does not exist")
