@@ -421,7 +421,8 @@ def how_made(run: runs.Run, env: Env) -> str:
     start = "from scratch" if weights is None and not cfg["model"].get("init_from") else "from pretrained weights"
     held_out = len(dataset["val"]["indices"])
     val = f"its `{cfg['data']['val_split']}` split" if cfg["data"]["val_split"] else f"a seeded {held_out:,} held out"
-    precision = train.mixed_precision_policy(cfg["train"]["mixed_precision"]) or "float32"
+    policy = train.mixed_precision_policy(cfg["train"]["mixed_precision"])
+    precision = f"{policy.removeprefix('mixed_')} mixed precision" if policy else "float32"
     command = " ".join(["segkit train", cfg["name"], *(f"--set {key}={_cli_value(value)}" for key, value in env.overrides().items())])
     return (f"**How this run was made.** `{cfg['name']}` on {machine}, {start}, in {precision}: "
             f"{dataset['train']['num_items']:,} items of `{cfg['data']['path']}` trained on, validated on {val} "

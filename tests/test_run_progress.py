@@ -66,3 +66,17 @@ def test_learning_check_judges_the_loss_on_full_epochs_only(tmp_path):
         notebook.learning_check(one_full)
     learnt = _run(tmp_path / "c", [(2.0, 335, 335, 600), (1.5, 335, 335, 600), (3.0, 1, 335, 2)])
     assert "training loss 2 -> 1.5 over 2 full epochs" in notebook.learning_check(learnt)
+
+
+def test_how_made_reads_data_minutes_epochs_and_the_command_from_the_run(tmp_path, monkeypatch):
+    run = _run(tmp_path, [(2.0, 335, 335, 600), (1.5, 335, 335, 600), (1.2, 221, 335, 400)])
+    runs.write_json(run.file(runs.DATASET), {"image_size": [128, 128], "train": {"num_items": 2675},
+                                             "val": {"indices": list(range(300))}})
+    monkeypatch.setattr(notebook, "_cpu_name", lambda: "Test CPU")
+    env = notebook.Env(dataset="cityscapes-pairs", data=None, runs=tmp_path, gpu=None, smoke=False)
+    text = notebook.how_made(run, env)
+    # 26 min 40 s of training; 2 + 221/335 epochs; 891 steps of batch 8.
+    for part in ("`x` on Test CPU", "from scratch", "float32", "2,675 items of `x` trained on",
+                 "a seeded 300 held out (300 items)", "at 128x128",
+                 "26.7 minutes of training", "2.66 epochs, 891 steps, 7,128 images seen", "Again: `segkit train x`"):
+        assert part in text, (part, text)
