@@ -405,6 +405,16 @@ def train_step_seconds(config, overrides=None, *, num_classes: int = 19, steps: 
         seconds.append(time.perf_counter() - start)
     return float(np.median(seconds[2:]))
 
+def _starting_point(model_cfg: dict) -> str:
+    """Where a run's weights started: from scratch, a trained model (model.init_from) or an encoder's weights."""
+    if model_cfg.get("init_from"):
+        source = Path(model_cfg["init_from"])
+        return f"initialised from `{source.parent.name if source.name == 'best.keras' else source.name}`"
+    if model_cfg["encoder_weights"]:
+        return f"encoder from {model_cfg['encoder_weights']} weights"
+    return "from scratch"
+
+
 
 def how_made(run: runs.Run, env: Env) -> str:
     """One Markdown paragraph saying how a run a notebook shows was made, read from the run itself: machine, data,
@@ -417,8 +427,7 @@ def how_made(run: runs.Run, env: Env) -> str:
     cfg, dataset, last = run.config, run.dataset, run.progress().iloc[-1]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     machine = f"a {env.gpu} GPU" if env.gpu else f"{_cpu_name()}, {cores} of {os.cpu_count()} cores, no GPU"
-    weights = cfg["model"]["encoder_weights"]
-    start = "from scratch" if weights is None and not cfg["model"].get("init_from") else "from pretrained weights"
+    start = _starting_point(cfg["model"])
     held_out = len(dataset["val"]["indices"])
     val = f"its `{cfg['data']['val_split']}` split" if cfg["data"]["val_split"] else f"a seeded {held_out:,} held out"
     policy = train.mixed_precision_policy(cfg["train"]["mixed_precision"])

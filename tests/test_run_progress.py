@@ -80,3 +80,13 @@ def test_how_made_reads_data_minutes_epochs_and_the_command_from_the_run(tmp_pat
                  "a seeded 300 held out (300 items)", "at 128x128",
                  "26.7 minutes of training", "2.66 epochs, 891 steps, 7,128 images seen", "Again: `segkit train x`"):
         assert part in text, (part, text)
+
+
+def test_how_made_names_the_model_a_fine_tuned_run_started_from(tmp_path):
+    run = _run(tmp_path, [(2.0, 10, 10, 60)])
+    cfg = {**run.config, "model": {**run.config["model"], "init_from": "/x/runs/unet-city-1/best.keras"}}
+    run.file(runs.CONFIG).write_text(config_lib.dump(cfg))
+    runs.write_json(run.file(runs.DATASET), {"image_size": [32, 32], "train": {"num_items": 80},
+                                             "val": {"indices": list(range(20))}})
+    env = notebook.Env(dataset="camvid", data=None, runs=tmp_path, gpu=None, smoke=False)
+    assert "initialised from `unet-city-1`" in notebook.how_made(run, env)
