@@ -3,10 +3,10 @@
 `env = segkit.notebook.setup("cityscapes-pairs")` downloads (or finds) the dataset, says which accelerator
 it found, optionally keeps run folders on Google Drive (Colab), and returns what the notebook needs: where
 the data and runs are and the overrides that make `segkit.train` use them (on a GPU, in mixed precision).
-CI shrinks every run through SEGKIT_NB_* environment variables (notebooks/conftest.py).
+The test suite shrinks every run through SEGKIT_NB_* environment variables (notebooks/conftest.py).
 
 The notebooks' own helpers live here too, and only here: `model_stats`, `find_finished`, `learning_check`,
-`validation_grid`, `photo_file`, and `say`, which displays prose whose figures come from a run.
+`validation_grid`, `photo_file`, `how_made` (how a shown run was made, read from it) and `train_step_seconds`.
 Nothing else in segkit imports this module.
 """
 
@@ -343,32 +343,6 @@ def photo_file(source, *, fallback=None, folder="photos") -> Path:
     return target
 
 
-def say(template: str, **values) -> None:
-    """Displays Markdown prose whose figures are filled in from a run, so the text cannot drift from the run.
-
-    Args:
-        template: Markdown with `str.format` fields, e.g. "U-Net reached **{miou:.3f}** mIoU in {epochs:.1f} epochs".
-        values: the fields' values, e.g. miou=run.metrics["miou"], epochs=run.epochs_run.
-
-    In a notebook the text is displayed as Markdown (a display output, which the number-drift test reads);
-    elsewhere it is printed.
-    """
-    try:
-        text = template.format(**values)
-    except (KeyError, IndexError) as err:
-        raise SegkitError(f"say: the template names {err} but no such value was given "
-                          f"(given: {', '.join(values) or 'none'})") from None
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-    except ImportError:
-        get_ipython = None
-    if get_ipython is None or get_ipython() is None:
-        print(text)
-    else:
-        display(Markdown(text))
-
-
 def train_step_seconds(config, overrides=None, *, num_classes: int = 19, steps: int = 5) -> float:
     """Median seconds of one training step of the model a config builds, on random data of its batch and size.
 
@@ -405,16 +379,6 @@ def train_step_seconds(config, overrides=None, *, num_classes: int = 19, steps: 
         seconds.append(time.perf_counter() - start)
     return float(np.median(seconds[2:]))
 
-def _starting_point(model_cfg: dict) -> str:
-    """Where a run's weights started: from scratch, a trained model (model.init_from) or an encoder's weights."""
-    if model_cfg.get("init_from"):
-        source = Path(model_cfg["init_from"])
-        return f"initialised from `{source.parent.name if source.name == 'best.keras' else source.name}`"
-    if model_cfg["encoder_weights"]:
-        return f"encoder from {model_cfg['encoder_weights']} weights"
-    return "from scratch"
-
-
 
 def how_made(run: runs.Run, env: Env) -> str:
     """One Markdown paragraph saying how a run a notebook shows was made, read from the run itself: machine, data,
@@ -439,6 +403,16 @@ def how_made(run: runs.Run, env: Env) -> str:
             f"{last['minutes']:.1f} minutes of training (budget {cfg['train']['max_minutes']} min): "
             f"{last['epoch']:.2f} epochs, {int(run.progress()['steps'].sum()):,} steps, {int(last['images_seen']):,} images seen. "
             f"Again: `{command}`")
+
+
+def _starting_point(model_cfg: dict) -> str:
+    """Where a run's weights started: from scratch, a trained model (model.init_from) or an encoder's weights."""
+    if model_cfg.get("init_from"):
+        source = Path(model_cfg["init_from"])
+        return f"initialised from `{source.parent.name if source.name == 'best.keras' else source.name}`"
+    if model_cfg["encoder_weights"]:
+        return f"encoder from {model_cfg['encoder_weights']} weights"
+    return "from scratch"
 
 
 def _cpu_name() -> str:

@@ -69,18 +69,3 @@ def test_find_finished_takes_the_newest_finished_run_of_that_config_with_those_v
     assert notebook.find_finished(tmp_path, "cfg", {"data.size": [32, 32]}).path == small
     assert notebook.find_finished(tmp_path, "cfg", {"data.size": [16, 16]}) is None
     assert notebook.find_finished(tmp_path / "nothing-here", "cfg") is None
-
-
-def test_say_fills_the_template_from_the_values_and_displays_markdown_in_a_notebook(monkeypatch, capsys):
-    import IPython
-    import IPython.display
-
-    notebook.say("U-Net reached **{miou:.3f}** mIoU in {epochs:.1f} epochs", miou=0.25749, epochs=5 + 221 / 335)
-    assert capsys.readouterr().out == "U-Net reached **0.257** mIoU in 5.7 epochs\n"  # no notebook: printed
-    shown = []
-    monkeypatch.setattr(IPython, "get_ipython", lambda: object())  # a kernel is running
-    monkeypatch.setattr(IPython.display, "display", lambda *objs: shown.extend(objs))
-    notebook.say("{n:,} pairs", n=2975)
-    assert [type(obj).__name__ for obj in shown] == ["Markdown"] and shown[0].data == "2,975 pairs"
-    with pytest.raises(SegkitError, match=r"say: the template names 'miou' but no such value was given \(given: n\)"):
-        notebook.say("{miou:.3f}", n=1)

@@ -2,7 +2,7 @@
 
 The rule, per notebook in notebooks/: every number written in a markdown cell (the hand-written prose) must be one
 the notebook's stored outputs show, so a figure is either rendered from the run that made it
-(`segkit.notebook.say("... {miou:.3f} ...", miou=run.metrics["miou"])` displays Markdown built from the run) or
+(a code cell that displays Markdown built from the run, `display(Markdown(f"... {run.metrics['miou']:.3f} ..."))`) or
 quoted from an output printed above or below it.
 
 What counts as a number in a markdown cell: decimals (0.257), whole numbers (9, 335), counts with thousands
@@ -119,4 +119,23 @@ def test_drift_is_caught_in_a_notebook_made_by_hand():
 def test_every_number_in_a_notebooks_prose_is_one_its_outputs_show(path):
     missing = unbacked_numbers(nbformat.read(path, as_version=4))
     assert missing == {}, (f"{path.name}: markdown cells state numbers no output shows (render them from the run "
-                           f"with segkit.notebook.say, or quote an output): {missing}")
+                           f"with display(Markdown(...)), or quote an output): {missing}")
+
+
+README = NOTEBOOKS[0].parents[1] / "README.md"
+RESULTS_FROM = ("04_compare", "05_camvid")  # the notebooks whose stored runs the README's results quote
+
+
+def readme_results(text: str) -> str:
+    """The README's results section: from its '## Results' heading to the next '## ' heading."""
+    start = text.index("\n## Results")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_every_number_in_the_readmes_results_is_one_the_notebooks_runs_show():
+    """The README quotes notebook 04's comparison and 05's transfer; a figure neither shows has drifted."""
+    outputs = set().union(*(output_numbers(nbformat.read(path, as_version=4))
+                            for path in NOTEBOOKS if path.stem in RESULTS_FROM))
+    missing = [n for n in dict.fromkeys(prose_numbers(readme_results(README.read_text()))) if not shown(n, outputs)]
+    assert missing == [], f"README.md's results state numbers notebooks {', '.join(RESULTS_FROM)} do not show: {missing}"
