@@ -16,16 +16,17 @@ from pathlib import Path
 import h5py
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 import segkit
 from segkit import cli, data
 from segkit.errors import SegkitError
-from segkit.workflows import runs
+from segkit.workflows import run_report, runs
 from segkit.workflows import train as train_module
 from segkit.workflows.callbacks import RunRecorder
-from training_support import prepared_synthetic, tiny_config, tiny_model
+from training_support import brute_force_run_scores, prepared_synthetic, tiny_config, tiny_model
 
 STAND_IN_CLI = Path(__file__).with_name("stand_in_cli.py")
 
@@ -135,6 +136,27 @@ def test_sigterm_stops_like_ctrl_c_commits_says_how_to_resume_and_exits_143(data
         pass
 
 
+@pytest.mark.slow
+def test_a_run_stopped_by_sigterm_resumes_to_the_uninterrupted_result(dataset, tmp_path):
+    config = _config_file(tmp_path, dataset, train={"epochs": 3},
+                          optimizer={"schedule": "poly", "name": "sgd", "learning_rate": 0.05})
+    whole = _segkit("train", config, "--runs", tmp_path / "whole")
+    assert whole.communicate(timeout=300) and whole.returncode == 0
+    stopped = _segkit("train", config, "--runs", tmp_path / "stopped", step_seconds=0.5)
+    run = _first_committed_epoch(tmp_path / "stopped", stopped)
+    stopped.send_signal(signal.SIGTERM)  # within epoch 2
+    stopped.communicate(timeout=120)
+    assert stopped.returncode == 143 and _state(run)["epoch"] in (1, 2)
+    resumed = _segkit("train", "--resume", run)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    [finished] = (tmp_path / "whole").iterdir()
+    a, b = (pd.read_csv(r / runs.HISTORY).drop(columns="seconds") for r in (finished, run))
+    pd.testing.assert_frame_equal(a, b, atol=1e-5)
+    for x, y in zip(*(keras.saving.load_model(r / "last-0003.keras").get_weights() for r in (finished, run))):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+
+
 def _fill(folder: Path) -> None:
     """Writes a hidden file into `folder` until its file system has no room left."""
     filler = os.open(folder / ".filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -188,6 +210,35 @@ def test_a_full_disk_at_a_later_save_keeps_the_committed_epoch_and_its_files(dat
     assert _leftovers(run) == []
     for name in ("last-0001.keras", runs.BEST):
         keras.saving.load_model(run / name, compile=False)  # whole
+
+
+def test_a_full_disk_while_the_report_is_written_is_finished_by_the_resume_it_suggests(dataset, stand_in, small_disk,
+                                                                                       monkeypatch, capsys, tmp_path):
+    runs_dir = small_disk / "runs"
+    finish_run, filled = run_report.finish_run, []
+
+    def finish_on_a_full_disk(run, data, **options):
+        if not filled:
+            filled.append(_fill(small_disk))
+        return finish_run(run, data, **options)
+
+    monkeypatch.setattr(run_report, "finish_run", finish_on_a_full_disk)
+    code = cli.main(["train", str(_config_file(tmp_path, dataset)), "--runs", str(runs_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    [run] = list(runs_dir.iterdir())
+    assert code == 2 and err == [f"segkit: error: --runs {runs_dir}: cannot write (No space left on device); training of "
+                                 f"{run} finished (2 epochs) but its report is not written; make room, then write it "
+                                 f"with: segkit train --resume {run}"]
+    assert _state(run)["status"] == "finished" and not (run / runs.METRICS).exists()
+    (small_disk / ".filler").unlink()
+    assert cli.main(["train", "--resume", str(run)]) == 0
+    finished = runs.Run.open(run)
+    assert finished.metrics["epochs"] == 2 and (run / runs.PER_CLASS).is_file()
+    assert sorted(p.name for p in (run / "figures").iterdir()) == ["confusion.png", "learning_curves.png",
+                                                                   "val_predictions.png"]
+    assert finished.metrics["miou"] == pytest.approx(brute_force_run_scores(finished, dataset)[1], abs=1e-12)
+    with pytest.raises(SegkitError, match="has finished .*nothing to resume"):
+        segkit.train(None, resume=run)
 
 
 def _raw_pairs(folder: Path) -> Path:

@@ -16,10 +16,11 @@ GRID_ITEMS = 4
 
 
 def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
-    """Evaluates best.keras on the validation split and writes metrics.json, per_class.csv and figures/.
+    """Evaluates best.keras on the validation split and writes per_class.csv, figures/ and metrics.json.
 
     Every number comes from that evaluation (segkit.metrics on the saved model's predictions) or from
-    the run's own history; returns the metrics dict, or None when no epoch finished.
+    the run's own history; returns the metrics dict, or None when no epoch finished. metrics.json is written
+    last: a run holding it has its whole report (a report cut short is written again by `segkit train --resume`).
     """
     state = run.state
     if not run.file(runs.BEST).is_file():
@@ -35,7 +36,6 @@ def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
         "num_val": len(val),
         "train_seconds": state["train_seconds"],
     }
-    runs.write_json(run.file(runs.METRICS), result)
     table = metrics.per_class_table(cm, data.classes)
     files.write_text(run.file(runs.PER_CLASS), table.to_csv(float_format="%.6f"))
     save_figure(viz.plot_learning_curves(run.progress(), title=run.path.name), run.figure_path("learning_curves.png"))
@@ -43,6 +43,7 @@ def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
     images, truth, predicted = predicted_samples(val, {"prediction": model})
     grid = viz.sample_grid(images, truth, data.colors, data.classes, predictions=predicted)
     save_figure(grid, run.figure_path("val_predictions.png"))
+    runs.write_json(run.file(runs.METRICS), result)
     print(summary(run, result, table))
     return result
 

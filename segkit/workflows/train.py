@@ -41,13 +41,15 @@ def _train(config, overrides, resume, runs_dir, verbose, held: contextlib.ExitSt
         files.check_writable_folder(run.path, "--resume")
         held.enter_context(_writing(run, f"--resume {run.path}"))  # first: a second writer is refused at once
         cfg = run.config
-        if run.state["status"] == "finished":
+        if run.state["status"] == "finished" and run.file(runs.METRICS).is_file():
             raise SegkitError(f"run {run.path} has finished ({run.state['epoch']} of {cfg['train']['epochs']} epochs); nothing to resume")
     else:
         cfg = finetune.pin_source(config_lib.load(config, overrides))
         files.check_writable_folder(runs_dir, "--runs")  # before the data is prepared and the model built
     fresh = resume is None or run.state["checkpoint"] is None  # weights from model.init_from, not from a checkpoint
     data = datasets.training_data(cfg)  # bad data fails here, before a new run folder exists
+    if resume is not None and run.state["status"] == "finished":  # trained, but its report was cut short (a full disk)
+        return _report(run, data, cfg)
     # A non-chief worker of a multi-worker run takes the same steps in a throwaway folder (scratch).
     with distribution.worker_scratch(cfg["train"]["distribution"]) as scratch:
 
@@ -74,6 +76,10 @@ def _train_in(open_run, cfg, data, verbose, fresh) -> runs.Run:
         run = _fit(cfg, open_run, data, verbose, fresh)
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
+    return _report(run, data, cfg)
+
+
+def _report(run: runs.Run, data, cfg) -> runs.Run:
     run_report.finish_run(run, data, batch_size=cfg["train"]["batch_size"])
     print(f"run folder: {run.path}")
     return run
@@ -181,8 +187,8 @@ def _writing(run: runs.Run, label: str):
             if err.errno not in _DISK_FULL:
                 raise
             _mark_stopped(run, f"stopped: {err.strerror}")
-            raise SegkitError(f"{label}: cannot write ({err.strerror}); {_standing(run)}; make room, then continue "
-                              f"with: segkit train --resume {run.path}") from None
+            raise SegkitError(f"{label}: cannot write ({err.strerror}); {_standing(run)}; make room, then "
+                              f"{_resume_does(run)} with: segkit train --resume {run.path}") from None
 
 
 def _mark_stopped(run: runs.Run, status: str) -> None:
@@ -195,10 +201,21 @@ def _mark_stopped(run: runs.Run, status: str) -> None:
 
 def _standing(run: runs.Run) -> str:
     try:
-        epoch = run.state["epoch"]
+        state = run.state
     except SegkitError:
         return f"{run.path} is kept as it was"
+    if state["status"] == "finished":
+        return f"training of {run.path} finished ({state['epoch']} epochs) but its report is not written"
+    epoch = state["epoch"]
     return f"{run.path} keeps its last committed epoch ({epoch})" if epoch else f"no epoch of {run.path} had finished"
+
+
+def _resume_does(run: runs.Run) -> str:
+    """What `segkit train --resume` will do for a run stopped by a full disk: train on, or write the report."""
+    with contextlib.suppress(SegkitError):
+        if run.state["status"] == "finished":
+            return "write it"
+    return "continue"
 
 
 def inference_model(model) -> keras.Model:
