@@ -1,6 +1,7 @@
 """The `segkit` command: a thin face over the Python API. Nothing imports this module."""
 
 import argparse
+import os
 import signal
 import sys
 
@@ -199,10 +200,22 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as err:
         terminated = isinstance(err, Terminated)
         print(f"segkit: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+        code = 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+        if argv is None:  # the segkit command itself (called from Python with arguments, it returns)
+            _exit_now(code)
+        return code
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _exit_now(code: int) -> None:
+    """Ends the process without Python's shutdown, which can hang for ever after an interrupt: TensorFlow frees the
+    training's data pipeline, cut off mid-batch, only then, and waits for its loader thread, which waits for the
+    interpreter lock the shutdown holds. Everything to keep (state.json, checkpoints) is written and closed by now."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

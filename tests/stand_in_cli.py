@@ -26,4 +26,4 @@ if __name__ == "__main__":
     step_seconds = float(os.environ.get("STAND_IN_STEP_SECONDS", "0"))
     if step_seconds:
         train_module._EpochSteps.__getitem__ = _slowed(train_module._EpochSteps.__getitem__, step_seconds)
-    sys.exit(cli.main(sys.argv[1:]))
+    sys.exit(cli.main())  # no arguments: it reads sys.argv and ends the process as the segkit command does
