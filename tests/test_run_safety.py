@@ -262,6 +262,14 @@ def test_runs_that_cannot_be_written_are_refused_before_data_is_prepared_or_a_mo
     assert not cache.exists()
 
 
+def test_a_cache_that_cannot_be_written_is_named_by_its_config_key_not_an_option_train_lacks(read_only_folder, tmp_path):
+    cache = read_only_folder / "prepared"
+    config = tiny_config(_raw_pairs(tmp_path / "raw"), data={"format": "cityscapes-pairs", "cache": str(cache), "val": 1})
+    with pytest.raises(SegkitError, match=rf"^data.cache {re.escape(str(cache))}/\S+: folder {re.escape(str(cache))} "
+                                          r"cannot be written \(in .*\): Read-only file system$"):
+        segkit.train(config, runs_dir=tmp_path / "runs")
+
+
 def test_a_missing_val_split_folder_is_named_before_the_train_split_is_prepared(tmp_path):
     raw = tmp_path / "raw"
     _raw_pairs(raw / "train")

@@ -29,20 +29,22 @@ MASKS = "masks.npy"
 MAX_SIDE = 8192
 
 
-def prepare(format: str, src, out, *, size=None, classes: str = "train", split: str | None = None) -> dict:
+def prepare(format: str, src, out, *, size=None, classes: str = "train", split: str | None = None,
+            label: str = "--out") -> dict:
     """Read the `format` dataset at `src` once and write the cache folder `out`; returns the manifest.
 
     size: (H, W) to resize every item to (images: area when shrinking, linear when growing; masks: nearest
     neighbour, after the colour/id mapping at full size). Needed when items differ in size.
     classes, split: as in `open_reader`. An existing cache at `out` is replaced; any other existing content is not.
+    label: how the user chose `out` ("--out", or "data.cache" when training prepares it), named by write errors.
     """
     size = None if size is None else _check_resize_hw(size)
     reader = open_reader(format, src, classes=classes, split=split)
     out = Path(out)
-    files.check_writable_folder(out.parent, f"--out {out}: folder")  # the cache is made beside `out`, then renamed
+    files.check_writable_folder(out.parent, f"{label} {out}: folder")  # the cache is made beside `out`, then renamed
     _check_replaceable(out)
     try:
-        with files.writing_into(out, "--out"):  # names `out`, not the hidden folder the cache is written in
+        with files.writing_into(out, label):  # names `out`, not the hidden folder the cache is written in
             return _write_and_move(reader, out, size)
     except MemoryError:
         raise SegkitError(f"{out}: out of memory while preparing; try a smaller --size") from None

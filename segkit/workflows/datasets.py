@@ -54,8 +54,9 @@ class TrainingData:
         }
 
 
-def open_dataset(path, *, format=None, split=None, classes="train", size=None, cache="data/prepared"):
-    """A PreparedDataset from a prepared folder, or from a raw folder prepared into `cache` on first use."""
+def open_dataset(path, *, format=None, split=None, classes="train", size=None, cache="data/prepared", cache_label="cache"):
+    """A PreparedDataset from a prepared folder, or from a raw folder prepared into `cache` on first use (write errors
+    name it as `cache_label`: how the user chose it)."""
     path = Path(path)
     if not path.exists():
         raise SegkitError(f"dataset path {path} does not exist")
@@ -66,7 +67,8 @@ def open_dataset(path, *, format=None, split=None, classes="train", size=None, c
     target = Path(cache) / _cache_name(path, format, split, size, classes)
     if not (target / "manifest.json").is_file():
         print(f"preparing {format} dataset {path} -> {target}")
-        data_lib.prepare(format, str(path), str(target), size=tuple(size) if size else None, classes=classes, split=split)
+        data_lib.prepare(format, str(path), str(target), size=tuple(size) if size else None, classes=classes, split=split,
+                         label=cache_label)
     return data_lib.load_prepared(target), target
 
 
@@ -76,7 +78,7 @@ def training_data(config: dict) -> TrainingData:
     common = {"format": spec["format"], "classes": spec["classes"], "size": spec["size"], "cache": spec["cache"]}
     if spec["val_path"] is not None or spec["val_split"] is not None:
         _check_readable(spec["val_path"] or spec["path"], split=spec["val_split"], **common)  # before train is prepared
-    dataset, path = open_dataset(spec["path"], split=spec["split"], **common)
+    dataset, path = open_dataset(spec["path"], split=spec["split"], cache_label="data.cache", **common)
     items = np.arange(_count(dataset) if spec["limit"] is None else min(spec["limit"], _count(dataset)))
     if spec["val_path"] is None and spec["val_split"] is None:
         if len(items) < 2:
@@ -88,7 +90,8 @@ def training_data(config: dict) -> TrainingData:
         train = Split(dataset, items[np.asarray(train_idx)], path)
         val = Split(dataset, items[np.asarray(val_idx)], path)
     else:
-        val_dataset, val_path = open_dataset(spec["val_path"] or spec["path"], split=spec["val_split"], **common)
+        val_dataset, val_path = open_dataset(spec["val_path"] or spec["path"], split=spec["val_split"],
+                                             cache_label="data.cache", **common)
         _check_same_classes(val_dataset, val_path, dataset, path)
         train = Split(dataset, items, path)
         val = Split(val_dataset, np.arange(_count(val_dataset)), val_path)
