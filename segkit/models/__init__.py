@@ -18,8 +18,8 @@ from segkit.models.weights import load_encoder_weights
 MODELS = {
     "unet": build_unet,
     "pspnet": build_pspnet,
-    "deeplabv3plus": build_deeplabv3plus,
     "pspnet_sm": build_pspnet_sm,
+    "deeplabv3plus": build_deeplabv3plus,
     "fastscnn": build_fastscnn,
 }
 # Models that are their own encoder (and train from scratch); the others take any of ENCODERS.
