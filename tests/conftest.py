@@ -1,13 +1,11 @@
 """Fixtures shared by the tests (plain helpers live in support.py)."""
 
-import contextlib
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from support import require_shared_data
+from support import require_shared_data, tmpfs
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +27,7 @@ def sm():
 def read_only_folder(tmp_path):
     """An empty folder on a small tmpfs mounted read-only: writes fail with EROFS even for root (where chmod
     does not stop them). Skipped where mounting is not allowed, failed under CI=true."""
-    with _tmpfs(tmp_path / "read-only", "ro,size=1m") as folder:
+    with tmpfs(tmp_path / "read-only", "ro,size=1m") as folder:
         yield folder
 
 
@@ -37,7 +35,7 @@ def read_only_folder(tmp_path):
 def full_disk_folder(tmp_path):
     """An empty folder on a 64 KiB tmpfs whose space a hidden filler file has used up: writes fail with ENOSPC,
     making folders still works. Skipped where mounting is not allowed, failed under CI=true."""
-    with _tmpfs(tmp_path / "full-disk", "size=64k") as folder:
+    with tmpfs(tmp_path / "full-disk", "size=64k") as folder:
         filler = os.open(folder / ".filler", os.O_WRONLY | os.O_CREAT)
         try:
             while os.write(filler, b"\0" * 4096):
@@ -47,18 +45,3 @@ def full_disk_folder(tmp_path):
         finally:
             os.close(filler)
         yield folder
-
-
-@contextlib.contextmanager
-def _tmpfs(folder: Path, options: str):
-    """`folder` with a tmpfs mounted on it for the block, unmounted after even when the test fails."""
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs ({options}): {mounted.stderr.decode().strip()}")
-        pytest.skip("mounting a tmpfs needs root")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import http.server
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -90,3 +91,19 @@ def assert_matches_reference(reference, model, side):
     expected, got = run(reference, images), run(model, images)
     assert got.shape == expected.shape == (2, side, side, reference.output.shape[-1])
     assert np.abs(got - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str):
+    """`folder` with a tmpfs mounted on it for the block (`options` e.g. "size=8m" or "ro,size=1m"), unmounted after
+    even when the test fails. Skipped where mounting is not allowed, failed under CI=true."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs ({options}): {mounted.stderr.decode().strip()}")
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield folder
+    finally:  # lazily: a failed fit leaves Keras' TensorBoard writer open until it is collected
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)

@@ -26,6 +26,7 @@ from segkit.errors import SegkitError
 from segkit.workflows import run_report, runs
 from segkit.workflows import train as train_module
 from segkit.workflows.callbacks import RunRecorder
+from support import tmpfs
 from training_support import brute_force_run_scores, prepared_synthetic, tiny_config, tiny_model
 
 STAND_IN_CLI = Path(__file__).with_name("stand_in_cli.py")
@@ -44,17 +45,8 @@ def stand_in(monkeypatch):
 @pytest.fixture
 def small_disk(tmp_path):
     """An empty folder on an 8 MiB tmpfs (room for a stand-in run), for a test to fill up when it chooses."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a small tmpfs: {mounted.stderr.decode().strip()}")
-        pytest.skip("mounting a small tmpfs needs root")
-    try:
+    with tmpfs(tmp_path / "disk", "size=8m") as folder:
         yield folder
-    finally:  # lazily: a failed fit leaves Keras' TensorBoard writer open until it is collected
-        subprocess.run(["umount", "--lazy", str(folder)], check=True)
 
 
 def _config_file(tmp_path, dataset, **sections) -> Path:
