@@ -1,10 +1,11 @@
-"""Segmentation models (U-Net, PSPNet, DeepLabV3+ on ResNet or MobileNetV3 encoders; Fast-SCNN), built by name: `build("unet", ...)`."""
+"""Segmentation models (U-Net, PSPNet, DeepLabV3+ on ResNet or MobileNetV3 encoders; Fast-SCNN, BiSeNetV2), built by name: `build("unet", ...)`."""
 
 import inspect
 
 from segkit.errors import SegkitError
 from segkit.models.deeplabv3plus import build_deeplabv3plus
-from segkit.models import deeplabv3plus, encoders, fastscnn, pspnet, unet
+from segkit.models import bisenetv2, deeplabv3plus, encoders, fastscnn, pspnet, unet
+from segkit.models.bisenetv2 import build_bisenetv2
 from segkit.models.encoders import ENCODERS
 from segkit.models.fastscnn import build_fastscnn
 from segkit.models.inference import check_window, predict_probabilities, required_multiple, without_aux
@@ -21,9 +22,10 @@ MODELS = {
     "pspnet_sm": build_pspnet_sm,
     "deeplabv3plus": build_deeplabv3plus,
     "fastscnn": build_fastscnn,
+    "bisenetv2": build_bisenetv2,
 }
 # Models that are their own encoder (and train from scratch); the others take any of ENCODERS.
-OWN_ENCODER = {"fastscnn": "fastscnn"}
+OWN_ENCODER = {"fastscnn": "fastscnn", "bisenetv2": "bisenetv2"}
 DEFAULT_ENCODER = "resnet34"
 
 
@@ -45,14 +47,16 @@ def default_encoder(name):
 def encoder_layer_names(name, encoder=None):
     """Names of the layers with weights that form the encoder of model `name` on `encoder` (None: its default):
     the ResNet or MobileNetV3 (a model that cuts its encoder short holds a subset of them), or, for Fast-SCNN,
-    which has no separate encoder, its learning-to-downsample and global feature extractor.
+    which has no separate encoder, its learning-to-downsample and global feature extractor (for BiSeNetV2 its
+    detail and semantic branches).
 
     Args:
         name (str): a model name of `available()`.
         encoder (str | None): an encoder of `encoders_for(name)`.
     """
     encoder = default_encoder(name) if encoder is None else encoder
-    return fastscnn.encoder_layer_names() if name == "fastscnn" else encoders.encoder_layer_names(encoder)
+    own = {"fastscnn": fastscnn.encoder_layer_names, "bisenetv2": bisenetv2.encoder_layer_names}
+    return own[name]() if name in own else encoders.encoder_layer_names(encoder)
 
 
 def label(name, encoder=None):
@@ -68,7 +72,8 @@ def input_multiple(name):
         name (str): a model name of `available()`.
     """
     return {"unet": unet.INPUT_MULTIPLE, "pspnet": pspnet.OUTPUT_STRIDE, "pspnet_sm": pspnet.OUTPUT_STRIDE,
-            "deeplabv3plus": deeplabv3plus.OUTPUT_STRIDE, "fastscnn": fastscnn.INPUT_MULTIPLE}[name]
+            "deeplabv3plus": deeplabv3plus.OUTPUT_STRIDE, "fastscnn": fastscnn.INPUT_MULTIPLE,
+            "bisenetv2": bisenetv2.INPUT_MULTIPLE}[name]
 
 
 def build(name, encoder=None, *, num_classes, input_shape, encoder_weights=None, **options):
