@@ -124,7 +124,7 @@ def test_shipped_configs_resolve_validate_and_are_named_for_what_they_are(name):
 
 def _config_names_in(paths) -> set[str]:
     """Every shipped-config name (`<model>[-r<depth>]_<data>_<H>x<W>[_cpu-<N>min]`) mentioned in these files."""
-    pattern = re.compile(r"\b(?:[a-z0-9]+(?:_[a-z0-9]+)?-r\d+|fastscnn)_[a-z0-9-]+_\d+x\d+(?:_cpu-\d+min)?\b")
+    pattern = re.compile(r"\b(?:[a-z0-9]+(?:_[a-z0-9]+)?-r\d+|fastscnn|bisenetv2)_[a-z0-9-]+_\d+x\d+(?:_cpu-\d+min)?\b")
     return {name for path in paths for name in pattern.findall(path.read_text(errors="replace"))}
 
 

@@ -44,7 +44,7 @@ def _model_names():
 def _encoder_names():
     from segkit import models
 
-    return tuple(dict.fromkeys(e for name in models.available() for e in models.encoders_for(name)))
+    return tuple(dict.fromkeys([*models.ENCODERS, *models.OWN_ENCODER.values()]))  # shared encoders first
 
 
 def _loss_names():
@@ -67,7 +67,7 @@ _STR, _INT, _FLOAT, _BOOL, _LIST = (str,), (int,), (float, int), (bool,), (list,
 SCHEMA: dict[str, dict[str, Field]] = {
     "model": {
         "name": Field("unet", _STR, "architecture", _model_names),
-        "encoder": Field(None, _STR, "encoder (resnet18/34/50, mobilenetv3_large/small); null: the model's default (resnet34, or Fast-SCNN's own)", _encoder_names,
+        "encoder": Field(None, _STR, "encoder (resnet18/34/50, mobilenetv3_large/small); null: the model's default (resnet34, or Fast-SCNN's and BiSeNetV2's own)", _encoder_names,
                          nullable=True),
         "encoder_weights": Field(None, _STR, "'imagenet' or a path to resnetXX_imagenet_1000_no_top.h5 (MobileNetV3: 'imagenet' only)", nullable=True),
         "aux_head": Field(False, _BOOL, "PSPNet auxiliary head on stage 3 (loss weight 0.4), dropped for inference"),
