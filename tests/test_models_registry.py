@@ -37,13 +37,14 @@ def infer(model, x):
 
 def test_available_lists_the_models_alphabetically():
     # the order error messages, config checks and --help list them in
-    assert available() == ["deeplabv3plus", "fastscnn", "pspnet", "pspnet_sm", "unet"]
+    assert available() == ["bisenetv2", "deeplabv3plus", "fastscnn", "pspnet", "pspnet_sm", "unet"]
 
 
 def test_labels_name_the_encoder_only_where_the_model_takes_one():
     assert label("unet", "resnet18") == "unet-resnet18"
     assert label("pspnet") == "pspnet-resnet34"
     assert label("fastscnn", "fastscnn") == label("fastscnn") == "fastscnn"
+    assert label("bisenetv2") == "bisenetv2"
 
 
 @pytest.mark.parametrize("name", available())
@@ -76,7 +77,7 @@ def test_a_training_step_updates_encoder_and_head(tiny, name):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"name": "segnet"}, "unknown model 'segnet'; available: deeplabv3plus, fastscnn, pspnet, pspnet_sm, unet"),
+        ({"name": "segnet"}, "unknown model 'segnet'; available: bisenetv2, deeplabv3plus, fastscnn, pspnet, pspnet_sm, unet"),
         ({"encoder": "vgg16"}, "unknown encoder 'vgg16' for unet; available: resnet18, resnet34, resnet50"),
         ({"num_classes": 0}, "num_classes must be a positive integer, got 0"),
         ({"num_classes": True}, "num_classes must be a positive integer, got True"),
