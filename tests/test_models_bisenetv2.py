@@ -11,8 +11,6 @@ from segkit.errors import SegkitError
 from segkit.models import build, encoder_layer_names, input_multiple, required_multiple, without_aux
 from segkit.models.bisenetv2 import AUX_LOSS_WEIGHTS
 
-pytestmark = pytest.mark.backend_agnostic
-
 # The reference count is written out below from mmsegmentation's mmseg/models/backbones/bisenetv2.py (DetailBranch,
 # StemBlock, GELayer, CEBlock, BGALayer) and its configs/_base_/models/bisenetv2.py (decode head FCNHead 128 -> 1024,
 # one conv; booster FCNHeads 16->16, 32->64, 64->256, 128->1024, two convs each), which
@@ -75,10 +73,12 @@ def cityscapes_model():
     return build("bisenetv2", num_classes=19, input_shape=(256, 512, 3))
 
 
+@pytest.mark.backend_agnostic
 def test_parameters_are_those_of_the_reference_implementation(cityscapes_model):
     assert trainable(cityscapes_model) == REFERENCE_PARAMS
 
 
+@pytest.mark.backend_agnostic
 def test_booster_heads_add_their_parameters_and_drop_out_for_inference():
     model = build("bisenetv2", num_classes=19, input_shape=(64, 64, 3), aux_head=True)
     assert trainable(model) == REFERENCE_PARAMS + BOOSTER_PARAMS
@@ -87,6 +87,7 @@ def test_booster_heads_add_their_parameters_and_drop_out_for_inference():
     assert main.name == "bisenetv2" and trainable(main) == REFERENCE_PARAMS
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize("size", [(256, 256), (256, 512)])
 def test_logits_are_float32_at_input_size(size):
     model = build("bisenetv2", num_classes=5, input_shape=(None, None, 3))
@@ -95,6 +96,7 @@ def test_logits_are_float32_at_input_size(size):
     assert logits.shape == (1, *size, 5) and logits.dtype == np.float32
 
 
+@pytest.mark.backend_agnostic
 def test_branches_sit_at_the_papers_strides(cityscapes_model):
     model = cityscapes_model
     shape = {name: model.get_layer(name).output.shape for name in
@@ -113,6 +115,7 @@ def test_branches_sit_at_the_papers_strides(cityscapes_model):
     assert required_multiple(model) == input_multiple("bisenetv2") == 32
 
 
+@pytest.mark.backend_agnostic
 def test_encoder_is_the_two_branches():
     names = encoder_layer_names("bisenetv2")
     assert {"detail1_1_conv", "stem_conv_conv", "ge5_4_project_conv", "ce_last_conv"} <= names
@@ -120,6 +123,8 @@ def test_encoder_is_the_two_branches():
 
 
 def test_reloads_from_a_keras_file_in_safe_mode_in_a_fresh_process(tmp_path):
+    # Default backend only: under JAX the fresh process compiles the model again (a minute on a busy machine), and
+    # test_models_registry already round-trips every model in safe mode under both backends.
     keras.utils.set_random_seed(0)
     model = build("bisenetv2", num_classes=3, input_shape=(None, None, 3), aux_head=True)
     x = np.random.default_rng(0).uniform(0, 255, (1, 64, 96, 3)).astype("float32")
@@ -137,6 +142,7 @@ def test_reloads_from_a_keras_file_in_safe_mode_in_a_fresh_process(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-4)
 
 
+@pytest.mark.backend_agnostic
 def test_logits_are_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
