@@ -11,7 +11,7 @@ import pytest
 import segkit
 from segkit import data
 from segkit.errors import SegkitError
-from segkit.models import batchnorm
+from segkit.models import batchnorm, bisenetv2
 from segkit.workflows import config as config_lib
 from segkit.workflows import distribution, runs
 from segkit.workflows import train as train_module
@@ -164,6 +164,25 @@ def test_aux_head_is_weighted_0_4_and_best_keras_is_the_inference_model(dataset,
     best = keras.saving.load_model(run.path / "best.keras")
     assert not isinstance(best.output, dict) and best.output.shape[-1] == 19
     assert run.metrics["miou"] == pytest.approx(history["val_miou"].max(), abs=1e-5)
+
+
+def tiny_booster_model(cfg, num_classes, image_size):
+    """Stand-in for BiSeNetV2 with aux_head=True: "logits" and its four booster outputs."""
+    base = tiny_model(cfg, num_classes, image_size)
+    boosters = [name for name in bisenetv2.AUX_LOSS_WEIGHTS if name != "logits"]
+    heads = {name: keras.layers.Conv2D(num_classes, 1, name=name)(base.layers[-2].output) for name in boosters}
+    return keras.Model(base.input, {"logits": base.output, **heads})
+
+
+def test_bisenetv2_booster_heads_each_weigh_1_and_best_keras_is_the_inference_model(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "build_model", tiny_booster_model)
+    run = _train(tiny_config(dataset, model={"name": "bisenetv2", "encoder": None, "aux_head": True}), tmp_path)
+    history = pd.read_csv(run.path / "history.csv")
+    parts = ["logits_loss"] + [f"aux_{stage}_logits_loss" for stage in ("stem", "stage3", "stage4", "stage5")]
+    assert set(parts) <= set(history.columns)
+    np.testing.assert_allclose(history["loss"], history[parts].sum(axis=1), rtol=1e-4)
+    best = keras.saving.load_model(run.path / "best.keras")
+    assert not isinstance(best.output, dict) and best.output.shape[-1] == 19
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,6 +65,17 @@ def label(name, encoder=None):
     return name if OWN_ENCODER.get(name) == encoder else f"{name}-{encoder}"
 
 
+def aux_loss_weights(model):
+    """The loss weight of each output of a model built with `aux_head=True`: 1 for "logits", 0.4 for PSPNet's
+    "aux_logits", 1 for each of BiSeNetV2's booster heads.
+
+    Args:
+        model (keras.Model): a model whose output is a dict of logits.
+    """
+    weights = {**pspnet.AUX_LOSS_WEIGHTS, **bisenetv2.AUX_LOSS_WEIGHTS}
+    return {name: weights[name] for name in model.output}
+
+
 def input_multiple(name):
     """The number every fixed input side of model `name` must be a multiple of (its builder refuses others).
 
@@ -121,6 +132,7 @@ __all__ = [
     "AUX_LOSS_WEIGHTS",
     "MODELS",
     "available",
+    "aux_loss_weights",
     "build",
     "check_window",
     "default_encoder",

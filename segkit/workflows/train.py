@@ -126,7 +126,7 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
             _restore(model, run.last_checkpoint())
             print(f"resuming after epoch {state['epoch']} from {run.last_checkpoint().name}")
         ema = [EmaWeights()] if cfg["optimizer"]["ema"] is not None else []
-        aux = isinstance(model.output, dict)
+        aux = tuple(model.output) if isinstance(model.output, dict) else ()
         recorder = None
         # One fit per training size: Keras fixes a dataset's batch shape when fit starts.
         max_seconds = None if train_cfg["max_minutes"] is None else 60 * train_cfg["max_minutes"]
@@ -299,8 +299,8 @@ def _compile(model, cfg, data, total_steps, budget=False) -> None:
     optimizer = optim.build(cfg["optimizer"], total_steps, budget=budget)
     jit = cfg["train"]["jit_compile"]
     if isinstance(model.output, dict):
-        model.compile(optimizer, loss={"logits": loss, "aux_logits": loss},
-                      loss_weights=models.AUX_LOSS_WEIGHTS, metrics={"logits": [miou]}, jit_compile=jit)
+        model.compile(optimizer, loss={name: loss for name in model.output},
+                      loss_weights=models.aux_loss_weights(model), metrics={"logits": [miou]}, jit_compile=jit)
     else:
         model.compile(optimizer, loss=loss, metrics=[miou], jit_compile=jit)
 
@@ -338,10 +338,10 @@ class _EpochSteps(keras.utils.PyDataset):
     Batch k of fit epoch e is stream batch e * steps + k: a function of (seed, e, k) alone, so a run resumed
     at epoch e sees exactly the batches an uninterrupted one would, also when train.steps_per_epoch is below
     the loader's batches per epoch (Keras' own steps_per_epoch carries its iterator across epochs instead).
-    aux: feed the same mask to both outputs of a model with an auxiliary head.
+    aux: the output names of a model with auxiliary heads, each fed the same mask.
     """
 
-    def __init__(self, loader, steps, *, epoch=0, aux=False):
+    def __init__(self, loader, steps, *, epoch=0, aux=()):
         super().__init__()
         self.loader, self.steps, self.epoch, self.aux = loader, steps, epoch, aux
 
@@ -352,7 +352,7 @@ class _EpochSteps(keras.utils.PyDataset):
         if not 0 <= index < self.steps:
             raise IndexError(f"step {index} out of range for {self.steps} steps")
         x, y = self.loader.batch_of(*divmod(self.epoch * self.steps + index, len(self.loader)))
-        return (x, {"logits": y, "aux_logits": y}) if self.aux else (x, y)
+        return (x, {name: y for name in self.aux}) if self.aux else (x, y)
 
     def on_epoch_end(self):
         self.epoch += 1
