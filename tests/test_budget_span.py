@@ -148,3 +148,23 @@ def test_a_checkpoint_without_the_length_does_not_resume_a_budget_spanned_run_fr
     model.compile(optim.build(spec, total_steps=100, budget=True), loss="mse")
     with pytest.raises(SegkitError, match=r"old.keras cannot be loaded into this run's model: its optimizer state does not fit this run's optimizer$"):
         train_module._restore(model, tmp_path / "old.keras")
+
+
+def test_a_budget_that_runs_out_while_an_epoch_is_saved_starts_no_further_epoch(dataset, tmp_path, monkeypatch, capsys):
+    """The clock stands still but for a jump past the budget while epoch 2 is committed: epoch 2 is the last."""
+    monkeypatch.setattr(train_module, "build_model", tiny_model)
+    now = [0.0]
+    monkeypatch.setattr(callbacks, "clock", lambda: now[0])
+    commit = callbacks.RunRecorder._commit
+
+    def slow_commit(self, row):
+        commit(self, row)
+        if row["epoch"] == 2:
+            now[0] += 3600.0
+
+    monkeypatch.setattr(callbacks.RunRecorder, "_commit", slow_commit)
+    cfg = tiny_config(dataset, train={"epochs": 5, "batch_size": 2, "max_minutes": 1.0, "precise_bn": 0})
+    run = segkit.train(cfg, runs_dir=tmp_path, verbose=0)
+    history = pd.read_csv(run.path / "history.csv")
+    assert list(history["epoch"]) == [1, 2] and (history["steps"] == history["epoch_steps"]).all()
+    assert capsys.readouterr().out.count("time budget of 1.0 min reached") == 1

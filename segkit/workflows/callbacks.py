@@ -81,7 +81,8 @@ class RunRecorder(keras.callbacks.Callback):
                **_canonical(_scalars(logs)),
                "learning_rate": _learning_rate(self.model), "seconds": seconds}
         self._commit(row)
-        if self._over_budget():
+        if self._over_budget():  # also when validation and saving used the last of it: no step of a further epoch
+            self.model.stop_training = True
             print(f"time budget of {self.max_seconds / 60:.1f} min reached after step {self._steps}/{row['epoch_steps']} "
                   f"of epoch {epoch + 1}: stopping")
 
