@@ -78,7 +78,15 @@ def shown(number: str, outputs: set[Decimal]) -> bool:
     """Whether some output number, rounded to the decimals `number` is written with, equals it."""
     target = Decimal(number)
     step = Decimal(1).scaleb(target.as_tuple().exponent)
-    return any(value.quantize(step, rounding=ROUND_HALF_EVEN) == target for value in outputs)
+    return any(_rounded(value, step) == target for value in outputs)
+
+
+def _rounded(value: Decimal, step: Decimal) -> Decimal | None:
+    """`value` rounded to `step`; None for a value too large to be a figure of the prose (a hash, a stamp)."""
+    try:
+        return value.quantize(step, rounding=ROUND_HALF_EVEN)
+    except InvalidOperation:
+        return None
 
 
 def unbacked_numbers(notebook) -> dict[int, list[str]]:
