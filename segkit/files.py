@@ -165,7 +165,7 @@ class Ledger:
         path = self.folder / name
         if not os.path.lexists(path):
             return True
-        return path.is_file() and not path.is_symlink() and _sha256_of(path) in self.digests.get(name, [])
+        return path.is_file() and not path.is_symlink() and sha256_of(path) in self.digests.get(name, [])
 
     def foreign(self, names) -> list[str]:
         """Those of `names` present in the folder that segkit did not write there, or that changed since."""
@@ -183,7 +183,7 @@ class Ledger:
         """Records the digests of finished files ({file name in the folder: its path now}) that the caller moves in
         next: for files written as they stream, too large to hand to `write` as bytes."""
         for name, path in finished.items():
-            self._add(name, _sha256_of(Path(path)))
+            self._add(name, sha256_of(Path(path)))
         self.save()
 
     def _add(self, name: str, digest: str) -> None:
@@ -193,7 +193,7 @@ class Ledger:
 
     def settle(self, names) -> None:
         """Forgets files that are gone, and keeps for each of `names` only its file's current digest."""
-        self.digests = {name: [_sha256_of(self.folder / name)] if name in names else digests
+        self.digests = {name: [sha256_of(self.folder / name)] if name in names else digests
                         for name, digests in self.digests.items() if (self.folder / name).is_file()}
         self.save()
 
@@ -201,7 +201,8 @@ class Ledger:
         write_text(self.path, json.dumps({self.key: self.digests}, indent=1) + "\n")
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_of(path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
     hasher = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):

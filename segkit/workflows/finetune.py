@@ -5,11 +5,9 @@ shapes; every other layer keeps its fresh initialisation (the class head, when t
 The encoder frozen during the warm-up is the one `segkit.models.encoder_layer_names` names for the model.
 """
 
-import hashlib
-
 import keras
 
-from segkit import models
+from segkit import files, models
 from segkit.errors import SegkitError
 from segkit.workflows import loading
 
@@ -25,7 +23,7 @@ def pin_source(cfg: dict) -> dict:
     if spec["init_from"] is None:
         return cfg
     path = _source_file(spec["init_from"]).resolve()
-    digest = file_sha256(path)
+    digest = files.sha256_of(path)
     if spec["init_from_sha256"] not in (None, digest):
         raise SegkitError(f"model.init_from {path} has sha256 {digest}, not the {spec['init_from_sha256']} that "
                           "model.init_from_sha256 gives: the file has changed since")
@@ -135,16 +133,6 @@ def warmup_spans(spans: list, frozen_epochs: int) -> list:
         cut = min(max(first, frozen_epochs), last)
         split += [(a, b, crop, a < frozen_epochs) for a, b in ((first, cut), (cut, last)) if a < b]
     return split
-
-
-def file_sha256(path) -> str:
-    """Hex sha256 of a file, read in chunks.
-
-    Args:
-        path (str | Path): the file.
-    """
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _source_file(source):
