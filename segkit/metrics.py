@@ -6,8 +6,12 @@ From it: IoU per class = TP / (TP + FP + FN), NaN for a class absent from both t
 mIoU = the mean over the classes whose IoU is not NaN (the Cityscapes convention); Dice per class =
 2 TP / (2 TP + FP + FN); class accuracy = TP / (truth pixels); pixel accuracy = trace / total;
 frequency-weighted IoU = sum over classes of (truth share x IoU).
+
+Boundary scores are the same figures from a second matrix counted only over the pixels of
+`boundary_band`: the labelled pixels within a few pixels of a pixel of another labelled class.
 """
 
+import cv2
 import keras
 import numpy as np
 import pandas as pd
@@ -15,7 +19,10 @@ from keras import ops
 
 from segkit.errors import SegkitError
 
-__all__ = ["confusion_matrix", "scores", "per_class_table", "MeanIoU"]
+__all__ = ["BOUNDARY_WIDTH", "boundary_band", "confusion_matrix", "scores", "per_class_table", "MeanIoU"]
+
+# Half-width in label pixels of the band boundary scores count (a 7x7 window at the default 3).
+BOUNDARY_WIDTH = 3
 
 
 def confusion_matrix(y_true, y_pred, num_classes, ignore_index=255):
@@ -33,6 +40,39 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_index=255):
     _check_range(pred, "y_pred", num_classes, ignore_index)
     cell = truth.astype(np.intp) * num_classes + pred
     return np.bincount(cell, minlength=num_classes * num_classes).reshape(num_classes, num_classes).astype(np.int64)
+
+
+def boundary_band(mask, width=BOUNDARY_WIDTH, ignore_index=255) -> np.ndarray:
+    """The labelled pixels near a label edge, as a bool array of the mask's shape (the Cityscapes "trimap" band).
+
+    A pixel is in the band when it is labelled (not `ignore_index`) and a pixel of another labelled class
+    lies within `width` pixels of it in Chebyshev distance, i.e. inside the (2 width + 1) x (2 width + 1)
+    window centred on it (cut at the image border). Void pixels are never in the band, and a void
+    neighbour does not make an edge: a class meeting only void has no band there.
+
+    Args:
+        mask: integer class ids 0..255, (H, W) or a batch (B, H, W); each image's band is its own.
+        width: the band's half-width in pixels, a positive integer.
+        ignore_index: the void label.
+    """
+    if isinstance(width, bool) or int(width) != width or width < 1:
+        raise SegkitError(f"the boundary band width must be a positive integer number of pixels, got {width!r}")
+    labels = _as_integer_ids(mask, "mask")
+    if labels.ndim not in (2, 3) or labels.size == 0:
+        raise SegkitError(f"a mask must be (H, W) or (B, H, W), got shape {labels.shape}")
+    if labels.min() < 0 or labels.max() > 255:
+        raise SegkitError(f"mask labels must lie in 0..255 (uint8 masks), got {labels.min()}..{labels.max()}")
+    if labels.ndim == 3:
+        return np.stack([boundary_band(one, width, ignore_index) for one in labels])
+    labels = labels.astype(np.uint8)
+    labelled = labels != ignore_index
+    # Another class is in the window exactly when the window's largest or smallest class differs from the
+    # pixel's own. Void is set to 0 for the largest and 255 for the smallest, so it never decides either;
+    # OpenCV pads the border so that outside pixels never decide either.
+    window = np.ones((2 * int(width) + 1,) * 2, np.uint8)
+    largest = cv2.dilate(np.where(labelled, labels, 0).astype(np.uint8), window)
+    smallest = cv2.erode(np.where(labelled, labels, 255).astype(np.uint8), window)
+    return labelled & ((largest != labels) | (smallest != labels))
 
 
 def scores(cm):

@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 from segkit.errors import SegkitError
 from segkit.losses import CrossEntropy
-from segkit.metrics import MeanIoU, confusion_matrix, per_class_table, scores
+from segkit.metrics import MeanIoU, boundary_band, confusion_matrix, per_class_table, scores
 from support import REPO
 
 pytestmark = pytest.mark.backend_agnostic
@@ -301,3 +301,87 @@ def test_keras_metric_under_mirrored_strategy_matches_numpy():
     np.testing.assert_array_equal(run["evaluate_cm"], expected)
     assert run["fit_miou"] == pytest.approx(scores(expected)["miou"], rel=1e-6)
     assert run["evaluate_miou"] == pytest.approx(scores(expected)["miou"], rel=1e-6)
+
+
+def brute_force_band(mask, width, ignore_index=IGNORE):
+    """Pixel by pixel: labelled, with a labelled pixel of another class in the (2 width + 1)^2 window."""
+    height, cols = mask.shape
+    band = np.zeros(mask.shape, bool)
+    for y in range(height):
+        for x in range(cols):
+            if mask[y, x] == ignore_index:
+                continue
+            for ny in range(max(0, y - width), min(height, y + width + 1)):
+                for nx in range(max(0, x - width), min(cols, x + width + 1)):
+                    if mask[ny, nx] != ignore_index and mask[ny, nx] != mask[y, x]:
+                        band[y, x] = True
+    return band
+
+
+def test_boundary_band_hand_worked_5x5():
+    V = IGNORE
+    mask = np.array([
+        [0, 0, 0, 1, 1],
+        [0, 0, 0, 1, 1],
+        [0, V, V, 1, 1],
+        [2, 2, V, 1, 1],
+        [2, 2, 2, 2, 2],
+    ], np.uint8)
+    # Width 1 (3x3 window): (1,1) and (4,1) touch only their own class and void, so they are not in the band;
+    # the void pixels never are, though they touch three classes; (2,0) is in it through the 2 below it.
+    expected = np.array([
+        [0, 0, 1, 1, 0],
+        [0, 0, 1, 1, 0],
+        [1, 0, 0, 1, 0],
+        [1, 1, 0, 1, 1],
+        [0, 0, 1, 1, 1],
+    ], bool)
+    np.testing.assert_array_equal(boundary_band(mask, 1), expected)
+    # Width 2 (5x5 window): (0,0) sees rows 0..2, cols 0..2, only 0 and void -> out; (0,1) sees col 3's 1 -> in;
+    # (1,1) now reaches the 1 at (0,3) -> in.
+    wide = boundary_band(mask, 2)
+    assert not wide[0, 0] and wide[0, 1] and not wide[2, 1] and wide[1, 1]
+    np.testing.assert_array_equal(wide, brute_force_band(mask, 2))
+
+
+@st.composite
+def band_cases(draw):
+    """(mask (H, W), width, ignore index): few classes so edges are common, void anywhere."""
+    ignore = draw(st.sampled_from([IGNORE, 0]))
+    classes = draw(st.lists(st.sampled_from([0, 1, 2, 7, 254, 255]), min_size=1, max_size=4, unique=True))
+    shape = draw(st.tuples(st.integers(1, 9), st.integers(1, 9)))
+    mask = draw(hnp.arrays(np.uint8, shape, elements=st.sampled_from(classes + [ignore])))
+    return mask, draw(st.integers(1, 4)), ignore
+
+
+@settings(max_examples=200, deadline=None)
+@given(band_cases())
+def test_boundary_band_matches_a_brute_force_loop(case):
+    mask, width, ignore = case
+    np.testing.assert_array_equal(boundary_band(mask, width, ignore_index=ignore), brute_force_band(mask, width, ignore))
+
+
+def test_boundary_band_of_a_batch_is_each_images_own_band():
+    rng = np.random.default_rng(0)
+    masks = rng.choice(np.array([0, 1, 3, IGNORE], np.uint8), size=(3, 12, 10), p=[0.6, 0.2, 0.1, 0.1])
+    masks[1] = 1  # one class only: no edge, so no band
+    band = boundary_band(masks, 2)
+    assert band.shape == masks.shape and not band[1].any()
+    for one, expected in zip(band, masks):
+        np.testing.assert_array_equal(one, brute_force_band(expected, 2))
+
+
+@pytest.mark.parametrize(
+    "mask, width, message",
+    [
+        (np.zeros((4, 4), np.uint8), 0, "width must be a positive integer"),
+        (np.zeros((4, 4), np.uint8), 1.5, "width must be a positive integer"),
+        (np.zeros((4, 4), np.int32) + 300, 1, "0..255"),
+        (np.zeros((4,), np.uint8), 1, "must be .H, W. or .B, H, W."),
+        (np.full((4, 4), 0.5), 1, "integer class ids"),
+    ],
+)
+def test_boundary_band_bad_input_raises_one_line(mask, width, message):
+    with pytest.raises(SegkitError, match=message) as info:
+        boundary_band(mask, width)
+    assert "\n" not in str(info.value)
