@@ -1,5 +1,6 @@
 """Training configs: defaults, YAML-typed --set overrides, one-line errors naming the key, base files, the shipped configs."""
 
+import inspect
 import re
 
 import pytest
@@ -271,6 +272,13 @@ def test_a_bad_value_written_in_the_file_is_blamed_on_the_file_even_beside_overr
 @pytest.mark.parametrize("val", [0.25, 20, 20.0])
 def test_a_validation_share_below_1_or_a_whole_count_is_accepted(val):
     assert config.load({"data": {"path": "x", "val": val}})["data"]["val"] == val
+
+
+@pytest.mark.parametrize("name", ["pspnet", "bisenetv2", "fastscnn"])
+def test_aux_head_is_accepted_for_the_models_that_build_auxiliary_heads(name):
+    cfg = config.load({"data": {"path": "x"}, "model": {"name": name, "encoder": None, "aux_head": True}})
+    assert cfg["model"]["aux_head"] is True
+    assert "aux_head" in inspect.signature(models.MODELS[name]).parameters  # the builder takes what validation lets through
 
 
 def test_a_data_size_the_model_cannot_take_is_refused_before_any_data_is_generated_or_prepared(tmp_path):

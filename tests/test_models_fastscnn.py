@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from segkit.errors import SegkitError
-from segkit.models import build, predict_probabilities, required_multiple
+from segkit.models import aux_loss_weights, build, predict_probabilities, required_multiple, without_aux
 
 PAPER_PARAMS = 1.11e6  # Poudel et al. 2019, Table 1 / section 4: "1.11 million parameters", 19 Cityscapes classes
 
@@ -141,3 +141,31 @@ def test_refusals_are_one_line_errors(kwargs, message):
 
 def test_encoder_may_be_named_as_its_own():
     assert build("fastscnn", "fastscnn", num_classes=3, input_shape=(32, 32, 3)).name == "fastscnn"
+
+
+def head_params(cin, num_classes):
+    """mmsegmentation's FCNHead with num_convs=1, channels=32: 3x3 conv (no bias) + BN, then a 1x1 classifier with bias."""
+    return 9 * cin * 32 + bn(32) + 32 * num_classes + num_classes
+
+
+def test_aux_heads_are_mmsegmentations_two_fcn_heads_and_drop_out_for_inference(cityscapes_model):
+    model = build("fastscnn", num_classes=19, input_shape=(256, 512, 3), aux_head=True)
+    assert model.count_params() == cityscapes_model.count_params() + head_params(64, 19) + head_params(128, 19)
+    assert aux_loss_weights(model) == {"logits": 1.0, "aux_lds_logits": 0.4, "aux_gfe_logits": 0.4}
+    assert model.get_layer("aux_lds_1_conv").input.shape == (None, 32, 64, 64)  # learning to downsample, stride 8
+    assert model.get_layer("aux_gfe_1_conv").input.shape == (None, 8, 16, 128)  # global feature extractor, stride 32
+    assert all(output.shape == (None, 256, 512, 19) and output.dtype == "float32" for output in model.output.values())
+    main = without_aux(model)
+    assert main.name == "fastscnn" and main.count_params() == cityscapes_model.count_params()
+    assert len(main.weights) == len(cityscapes_model.weights)
+
+
+@pytest.mark.backend_agnostic
+def test_without_aux_computes_what_the_plain_model_does_with_the_same_weights():
+    keras.utils.set_random_seed(0)
+    main = without_aux(build("fastscnn", num_classes=3, input_shape=(64, 64, 3), aux_head=True))
+    plain = build("fastscnn", num_classes=3, input_shape=(64, 64, 3))
+    plain.set_weights(main.get_weights())
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(main(x, training=False)),
+                               keras.ops.convert_to_numpy(plain(x, training=False)), atol=1e-5)

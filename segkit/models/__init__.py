@@ -67,12 +67,12 @@ def label(name, encoder=None):
 
 def aux_loss_weights(model):
     """The loss weight of each output of a model built with `aux_head=True`: 1 for "logits", 0.4 for PSPNet's
-    "aux_logits", 1 for each of BiSeNetV2's booster heads.
+    "aux_logits", 1 for each of BiSeNetV2's booster heads, 0.4 for each of Fast-SCNN's two auxiliary heads.
 
     Args:
         model (keras.Model): a model whose output is a dict of logits.
     """
-    weights = {**pspnet.AUX_LOSS_WEIGHTS, **bisenetv2.AUX_LOSS_WEIGHTS}
+    weights = {**pspnet.AUX_LOSS_WEIGHTS, **bisenetv2.AUX_LOSS_WEIGHTS, **fastscnn.AUX_LOSS_WEIGHTS}
     return {name: weights[name] for name in model.output}
 
 

@@ -15,7 +15,7 @@ heads (FCN heads on the stem and stages 3, 4 and 5, loss weight 1 each) are adde
 import keras
 from keras import layers
 
-from segkit.models.layers import ResizeToMatch, check_input_multiple, classifier_to_input_size, conv_bn_relu
+from segkit.models.layers import ResizeToMatch, check_input_multiple, conv_bn_relu, fcn_head
 
 # (filters, 3x3 convolutions) of each detail stage; the first convolution of a stage has stride 2.
 DETAIL_STAGES = ((64, 2), (64, 3), (128, 3))
@@ -54,13 +54,13 @@ def build_bisenetv2(num_classes, input_shape=(None, None, 3), encoder="bisenetv2
     detail = detail_branch(x)
     semantic = semantic_branch(x)
     x = bilateral_guided_aggregation(detail, semantic["context"])
-    logits = _fcn_head(x, inputs, num_classes, HEAD_FILTERS, 1, dropout, "head", "logits")
+    logits = fcn_head(x, inputs, num_classes, HEAD_FILTERS, 1, dropout, "head", "logits")
     if not aux_head:
         return keras.Model(inputs, logits, name="bisenetv2")
     outputs = {"logits": logits}
     for stage, filters in BOOSTERS:
         name = f"aux_{stage}"
-        outputs[f"{name}_logits"] = _fcn_head(semantic[stage], inputs, num_classes, filters, 2, dropout, name, f"{name}_logits")
+        outputs[f"{name}_logits"] = fcn_head(semantic[stage], inputs, num_classes, filters, 2, dropout, name, f"{name}_logits")
     return keras.Model(inputs, outputs, name="bisenetv2_aux")
 
 
@@ -148,14 +148,6 @@ def bilateral_guided_aggregation(detail, semantic):
     low = ResizeToMatch(name="bga_semantic_gated_up")([low, detail])
     x = layers.Add(name="bga_add")([high, low])
     return conv_bn_relu(x, channels, 3, "bga_fuse")
-
-
-def _fcn_head(x, inputs, num_classes, filters, convs, dropout, name, output_name):
-    """`convs` 3x3 conv-BN-ReLU of `filters`, dropout, 1x1 classifier, bilinear upsampling to the input size."""
-    for index in range(convs):
-        x = conv_bn_relu(x, filters, 3, f"{name}_{index + 1}")
-    x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
-    return classifier_to_input_size(x, inputs, num_classes, name=output_name)
 
 
 def _depthwise(x, strides, name, depth_multiplier=1):

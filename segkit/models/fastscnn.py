@@ -8,6 +8,13 @@ branch, ReLU), classifier (two DSConv 128, 1x1 convolution to the classes), bili
 input size. Every convolution is followed by batch norm; ReLU everywhere except after the bottlenecks'
 linear projections and the fusion branches (before their sum). 1.11 M parameters for 19 classes.
 Dropout 0.1 before the classifier is the reference implementations' (the paper does not mention it).
+
+With `aux_head=True` two auxiliary heads train beside the main one, as mmsegmentation's Fast-SCNN config
+(configs/_base_/models/fast_scnn.py) has them: FCN heads (one 3x3 conv-BN-ReLU of 32 channels, dropout 0.1,
+1x1 classifier) on the learning-to-downsample output (stride 8, 64 channels) and on the global feature
+extractor's output (stride 32, 128 channels, after pyramid pooling), upsampled to the input size, loss weight
+0.4 each. The paper has no auxiliary heads; mmsegmentation trains them with its sigmoid cross-entropy, segkit
+with the configured loss.
 """
 
 import keras
@@ -19,6 +26,7 @@ from segkit.models.layers import (
     check_input_multiple,
     classifier_to_input_size,
     conv_bn_relu,
+    fcn_head,
 )
 
 DOWNSAMPLE_FILTERS = (32, 48, 64)
@@ -30,13 +38,26 @@ FUSION_FILTERS = 128
 FUSION_DILATION = 4
 CLASSIFIER_FILTERS = 128
 INPUT_MULTIPLE = 32
+# Width of the auxiliary heads' 3x3 convolution (mmsegmentation's FCNHead channels=32, num_convs=1).
+AUX_HEAD_FILTERS = 32
+# Loss weights for a model built with aux_head=True: 1 for the main head, 0.4 for each auxiliary head (mmsegmentation).
+AUX_LOSS_WEIGHTS = {"logits": 1.0, "aux_lds_logits": 0.4, "aux_gfe_logits": 0.4}
 
 
-def build_fastscnn(num_classes, input_shape=(None, None, 3), encoder="fastscnn", dropout=0.1):
+def build_fastscnn(num_classes, input_shape=(None, None, 3), encoder="fastscnn", aux_head=False, dropout=0.1):
     """Fast-SCNN logits `(B, H, W, num_classes)` float32 at input size; sides must be multiples of 32.
 
     The input is RGB 0..255, rescaled to -1..1 inside the model. Fast-SCNN is its own encoder (no
     ImageNet weights: the paper trains it from scratch), so `encoder` can only be "fastscnn".
+
+    Args:
+        num_classes (int): classes of the logits.
+        input_shape (tuple): `(H, W, 3)`; fixed sides must be multiples of 32.
+        encoder (str): only "fastscnn".
+        aux_head (bool): add mmsegmentation's two auxiliary FCN heads; the model then outputs `{"logits": ...,
+            "aux_lds_logits": ..., "aux_gfe_logits": ...}`, for training with `loss_weights=AUX_LOSS_WEIGHTS`;
+            `segkit.models.without_aux(model)` gives the inference model.
+        dropout (float): dropout rate before each head's classifier (the reference implementations' 0.1).
     """
     check_input_multiple(input_shape, INPUT_MULTIPLE, "Fast-SCNN")
     inputs = keras.Input(input_shape, name="image")
@@ -48,7 +69,12 @@ def build_fastscnn(num_classes, input_shape=(None, None, 3), encoder="fastscnn",
         x = ds_conv(x, CLASSIFIER_FILTERS, 1, f"classifier_dsconv{index}")
     x = layers.Dropout(dropout, name="classifier_dropout")(x)
     logits = classifier_to_input_size(x, inputs, num_classes, name="logits")
-    return keras.Model(inputs, logits, name="fastscnn")
+    if not aux_head:
+        return keras.Model(inputs, logits, name="fastscnn")
+    outputs = {"logits": logits}
+    for name, features in (("aux_lds", high), ("aux_gfe", low)):
+        outputs[f"{name}_logits"] = fcn_head(features, inputs, num_classes, AUX_HEAD_FILTERS, 1, dropout, name, f"{name}_logits")
+    return keras.Model(inputs, outputs, name="fastscnn_aux")
 
 
 def encoder_layer_names() -> frozenset:

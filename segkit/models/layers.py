@@ -1,4 +1,4 @@
-"""Building blocks of the segkit heads: adaptive average pooling, resize-to-match, conv-BN-ReLU.
+"""Building blocks of the segkit heads: adaptive average pooling, resize-to-match, conv-BN-ReLU, FCN heads.
 
 The custom layers use `keras.ops` only, are registered for `.keras` safe-mode loading, and
 work for static and unknown (None) spatial sizes.
@@ -104,6 +104,14 @@ def classifier_to_input_size(x, inputs, num_classes, name):
     """1x1 classifier and bilinear resize to the input size: logits, float32 even under mixed precision."""
     x = keras.layers.Conv2D(num_classes, 1, name=f"{name}_classifier")(x)
     return ResizeToMatch(name=name, dtype="float32")([x, inputs])
+
+
+def fcn_head(x, inputs, num_classes, filters, convs, dropout, name, output_name):
+    """FCN head: `convs` 3x3 conv-BN-ReLU of `filters`, dropout, 1x1 classifier, bilinear upsampling to the input size."""
+    for index in range(convs):
+        x = conv_bn_relu(x, filters, 3, f"{name}_{index + 1}")
+    x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return classifier_to_input_size(x, inputs, num_classes, name=output_name)
 
 
 def check_input_multiple(input_shape, multiple, model_name):

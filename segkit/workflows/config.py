@@ -70,7 +70,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "encoder": Field(None, _STR, "encoder (resnet18/34/50, mobilenetv3_large/small); null: the model's default (resnet34, or Fast-SCNN's and BiSeNetV2's own)", _encoder_names,
                          nullable=True),
         "encoder_weights": Field(None, _STR, "'imagenet' or a path to resnetXX_imagenet_1000_no_top.h5 (MobileNetV3: 'imagenet' only)", nullable=True),
-        "aux_head": Field(False, _BOOL, "auxiliary heads, dropped for inference: PSPNet's on stage 3 (loss weight 0.4), BiSeNetV2's four booster heads (1 each)"),
+        "aux_head": Field(False, _BOOL, "auxiliary heads, dropped for inference: PSPNet's on stage 3 (loss weight 0.4), BiSeNetV2's four booster heads (1 each), Fast-SCNN's two FCN heads at strides 8 and 32 (0.4 each)"),
         "bn_momentum": Field(None, _FLOAT, "momentum of every BatchNormalization layer (e.g. 0.9 so a short run's moving "
                              "statistics catch up); null keeps the model's", nullable=True),
         "init_from": Field(None, _STR, "a run folder (its best.keras) or a .keras model whose layers of the same name and "
@@ -412,8 +412,9 @@ def _check_ranges(config: dict, where: str) -> None:
         raise SegkitError(f"{where}: 'data.count' must be > 0, got {data['count']!r}")
     _check_levers(config, where)
     _resolve_encoder(config["model"], where)
-    if config["model"]["aux_head"] and config["model"]["name"] not in ("pspnet", "bisenetv2"):
-        raise SegkitError(f"{where}: 'model.aux_head' is only available for pspnet and bisenetv2, not {config['model']['name']!r}")
+    if config["model"]["aux_head"] and config["model"]["name"] not in ("pspnet", "bisenetv2", "fastscnn"):
+        raise SegkitError(f"{where}: 'model.aux_head' is only available for pspnet, bisenetv2 and fastscnn, "
+                          f"not {config['model']['name']!r}")
 
 
 def _check_size_fits_model(config: dict, where: str) -> None:
