@@ -1,7 +1,8 @@
-"""Benchmark: confusion-matrix accumulation against per-image numpy loops, and MeanIoU's cost in a training epoch.
+"""Benchmark: confusion-matrix accumulation against per-image numpy loops, the boundary band's cost per image,
+and MeanIoU's cost in a training epoch.
 
 Run from the repository root:  python benchmarks/bench_metrics.py
-(`--quick` for a smoke run; set KERAS_BACKEND=jax to time the epoch part under JAX).
+(`--quick` for a smoke run, `--only band` for one part; set KERAS_BACKEND=jax to time the epoch part under JAX).
 """
 
 import argparse
@@ -18,10 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 
 from segkit.losses import CrossEntropy  # noqa: E402
-from segkit.metrics import MeanIoU, confusion_matrix  # noqa: E402
+from segkit.metrics import BOUNDARY_WIDTH, MeanIoU, boundary_band, confusion_matrix  # noqa: E402
 
 CLASSES = 19
 IGNORE = 255
+PARTS = ("confusion", "band", "epoch")
 # Cityscapes-like class frequencies: road, building, vegetation, sky, car dominate; poles, signs, riders are rare.
 SHARES = np.array([33, 5.5, 20, 0.6, 0.8, 1.1, 0.2, 0.5, 14, 1, 3.6, 1.1, 0.1, 6.3, 0.3, 0.2, 0.2, 0.1, 0.4])
 
@@ -98,6 +100,32 @@ def bench_confusion(count, repeats, subset):
         print(f"{label:<70} {seconds:>14.3f} {seconds / base:>9.1f}x")
 
 
+def band_by_shifts(mask, width):
+    """The boundary band in plain numpy: every offset of the window compared by shifting the padded mask."""
+    height, cols = mask.shape
+    padded = np.full((height + 2 * width, cols + 2 * width), IGNORE, mask.dtype)
+    padded[width:-width, width:-width] = mask
+    band = np.zeros(mask.shape, bool)
+    for dy in range(2 * width + 1):
+        for dx in range(2 * width + 1):
+            other = padded[dy : dy + height, dx : dx + cols]
+            band |= (other != IGNORE) & (other != mask)
+    return band & (mask != IGNORE)
+
+
+def bench_boundary_band(repeats):
+    print(f"\n## Boundary band (width {BOUNDARY_WIDTH}, a {2 * BOUNDARY_WIDTH + 1}x{2 * BOUNDARY_WIDTH + 1} window) "
+          f"on one mask; median of {repeats} runs")
+    print(f"{'size':<10} {'band share':>10} {'boundary_band ms':>17} {'numpy shifts ms':>16} {'confusion_matrix ms':>20}")
+    for height, width in [(256, 256), (1024, 2048)]:
+        truth, pred = street_masks(1, height, width, seed=3)
+        seconds, band = median_seconds(boundary_band, repeats, truth[0])
+        shifts, reference = median_seconds(band_by_shifts, repeats, truth[0], BOUNDARY_WIDTH)
+        np.testing.assert_array_equal(band, reference)  # both methods agree
+        counting, _ = median_seconds(confusion_matrix, repeats, truth[0], pred[0], CLASSES)
+        print(f"{f'{height}x{width}':<10} {band.mean():>10.1%} {1000 * seconds:>17.2f} {1000 * shifts:>16.2f} {1000 * counting:>20.2f}")
+
+
 def small_model():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((256, 512, 3))
@@ -140,12 +168,16 @@ def bench_epoch(images, epochs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run: checks the script works")
+    parser.add_argument("--only", choices=PARTS, help="run only this part")
     args = parser.parse_args()
     count, repeats, subset, images, epochs = (40, 1, 4, 8, 1) if args.quick else (500, 3, 20, 32, 5)
     print(f"python {platform.python_version()}, numpy {np.__version__}, keras {keras.__version__}, {platform.machine()}")
-    bench_confusion(count, repeats, subset)
-    bench_epoch(images, epochs)
-    print(f"\nrerun: KERAS_BACKEND={keras.backend.backend()} python benchmarks/bench_metrics.py{' --quick' if args.quick else ''}")
+    parts = {"confusion": lambda: bench_confusion(count, repeats, subset), "band": lambda: bench_boundary_band(repeats * 7),
+             "epoch": lambda: bench_epoch(images, epochs)}
+    for name in [args.only] if args.only else PARTS:
+        parts[name]()
+    flags = (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
+    print(f"\nrerun: KERAS_BACKEND={keras.backend.backend()} python benchmarks/bench_metrics.py{flags}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ import sys
 from segkit.data import FORMATS as DATA_FORMATS
 from segkit.errors import SegkitError
 
+# The band's width lives in segkit.metrics (BOUNDARY_WIDTH), which imports Keras: the help names no number.
+BOUNDARY_HELP = ("mIoU and pixel accuracy are also given over the boundary band alone: the labelled pixels within a "
+                 "few pixels of a pixel of another labelled class (the 'trimap' band; see docs/losses-and-metrics.md)")
+
 
 def _data_prepare(args):
     from segkit import data
@@ -76,7 +80,7 @@ def _compare(args):
 
     from segkit.workflows import compare
 
-    print(compare.table_text(segkit.compare(args.runs, out=args.out, latency=not args.no_latency)["table"]))
+    print(compare.table_text(segkit.compare(args.runs, out=args.out, latency=not args.no_latency, tta=args.tta)["table"]))
 
 
 def _export(args):
@@ -98,7 +102,8 @@ def _add_model_commands(sub):
     p.add_argument("--runs", default="runs", help="folder that holds run folders (default: runs)")
     p.set_defaults(run=_train)
 
-    p = sub.add_parser("evaluate", help="per-class IoU table and means of a model on a dataset")
+    p = sub.add_parser("evaluate", help="per-class IoU table and means of a model on a dataset",
+                       description=f"Per-class IoU table, mIoU and pixel accuracy of a model on a dataset; {BOUNDARY_HELP}")
     p.add_argument("model_path", metavar="MODEL", help=model_help)
     p.add_argument("--data", required=True, help="a prepared dataset folder, or a raw one with --format")
     p.add_argument("--format", choices=DATA_FORMATS, help="format of a raw dataset (prepared into data/prepared once)")
@@ -123,10 +128,14 @@ def _add_model_commands(sub):
     p.add_argument("--skip-bad", action="store_true", help="leave out unreadable images (each reported in one line) instead of stopping")
     p.set_defaults(run=_predict)
 
-    p = sub.add_parser("compare", help="compare finished runs in one report (report.md + figures)")
+    p = sub.add_parser("compare", help="compare finished runs in one report (report.md + figures)",
+                       description="Compare finished runs in one report (report.md + figures): a table of mIoU, pixel "
+                       f"accuracy, params, GFLOPs and latency per run; {BOUNDARY_HELP}")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True)
     p.add_argument("--no-latency", action="store_true", help="skip timing inference")
+    p.add_argument("--tta", choices=("flip",),
+                   help="score and time every run with the horizontally flipped prediction averaged in (two forward passes)")
     p.set_defaults(run=_compare)
 
     p = sub.add_parser("export", help="export a model and check the export's outputs match")

@@ -68,6 +68,15 @@ def test_compare_writes_the_apis_report_without_latency(trained, tmp_path, capsy
     assert list(result["table"]["mIoU"]) == [first.metrics["miou"], second.metrics["miou"]]
 
 
+def test_compare_passes_flip_tta_to_the_api(trained, tmp_path, capsys):
+    _, first, _ = trained
+    assert cli.main(["compare", str(first.path), "--out", str(tmp_path / "cli"), "--no-latency", "--tta", "flip"]) == 0
+    assert "flip" in capsys.readouterr().out
+    result = segkit.compare([first.path], out=tmp_path / "api", latency=False, tta="flip")
+    assert (tmp_path / "cli" / "report.md").read_text() == result["report"].read_text()
+    assert result["table"]["TTA"].tolist() == ["flip"]
+
+
 def test_export_writes_an_onnx_file_with_the_keras_logits(trained, tmp_path):
     _, run, _ = trained
     out = tmp_path / "model.onnx"

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 import segkit
-from segkit import data, models
+from segkit import data, metrics, models
 from segkit.errors import SegkitError
 from segkit.workflows import compare as compare_module
 from segkit.workflows import config, runs
-from training_support import (brute_force_iou, predict_classes, prepared_synthetic, softmax, tiny_config, tiny_model,
-                              train_with_stand_in, upsample_bilinear)
+from training_support import (boundary_scores, brute_force_iou, predict_classes, prepared_synthetic, softmax, tiny_config,
+                              tiny_model, train_with_stand_in, upsample_bilinear)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,48 @@ def test_table_and_report_hold_each_runs_own_numbers(three_runs, tmp_path):
     for figure in ("class_iou.png", "learning_curves.png", "qualitative.png"):
         assert (tmp_path / figure).stat().st_size > 1000 and f"]({figure})" in report
     assert len(list(tmp_path.glob("confusion_*.png"))) == 2
+
+
+def test_table_holds_boundary_scores_like_an_independent_count_on_the_validation_items(three_runs, tmp_path):
+    dataset, a, b, _ = three_runs
+    table = segkit.compare([a.path, b.path], out=tmp_path, latency=False)["table"]
+    prepared = data.load_prepared(dataset)
+    items = np.sort(a.dataset["val"]["indices"])
+    truth = np.asarray(prepared.masks[items])
+    for run, (_, row) in zip((a, b), table.iterrows()):
+        pred = predict_classes(keras.saving.load_model(run.path / "best.keras"), np.asarray(prepared.images[items]))
+        miou, accuracy = boundary_scores(truth, pred, 19, metrics.BOUNDARY_WIDTH)
+        assert row["boundary mIoU (3 px)"] == pytest.approx(miou, abs=1e-12)
+        assert row["boundary acc (3 px)"] == pytest.approx(accuracy, abs=1e-12)
+        assert row["TTA"] == "none"
+    report = (tmp_path / "report.md").read_text()
+    assert "| boundary mIoU (3 px) | boundary acc (3 px) |" in report and "Test-time augmentation: none" in report
+
+
+def test_flip_tta_scores_like_evaluate_with_flip_and_is_timed_with_the_flips(tmp_path, monkeypatch):
+    dataset = prepared_synthetic(tmp_path, count=8)
+    held_out = prepared_synthetic(tmp_path, count=4, seed=1)
+    run = train_with_stand_in(tiny_config(dataset, name="own", data={"val_path": str(held_out)}), tmp_path / "runs")
+    timed = []
+    predict = models.predict_probabilities
+
+    def recording(model, images, **kwargs):
+        if np.ndim(images) == 3:  # one image at a time: the latency calls
+            timed.append(kwargs.get("tta"))
+        return predict(model, images, **kwargs)
+
+    monkeypatch.setattr(models, "predict_probabilities", recording)
+    flipped = segkit.compare([run.path], out=tmp_path / "flip", tta="flip")["table"].loc["own"]
+    expected = segkit.evaluate(run.path, held_out, tta="flip", verbose=False)
+    for column, key in [("mIoU", "miou"), ("pixel accuracy", "pixel_accuracy"),
+                        ("boundary mIoU (3 px)", "boundary_miou"), ("boundary acc (3 px)", "boundary_pixel_accuracy")]:
+        assert flipped[column] == pytest.approx(expected[key], abs=1e-12)
+    assert timed == ["flip"] * (1 + compare_module.LATENCY_REPEATS) and flipped["TTA"] == "flip"
+    assert "Test-time augmentation: flip" in (tmp_path / "flip" / "report.md").read_text()
+    plain = segkit.compare([run.path], out=tmp_path / "plain", latency=False)["table"].loc["own"]
+    assert plain["mIoU"] == run.metrics["miou"] == segkit.evaluate(run.path, held_out, verbose=False)["miou"]
+    with pytest.raises(SegkitError, match="tta='mirror' is not supported"):
+        segkit.compare([run.path], out=tmp_path / "bad", tta="mirror")
 
 
 def test_a_model_trained_on_random_crops_is_counted_at_the_size_it_is_fed(three_runs, tmp_path):
@@ -108,7 +150,7 @@ def test_runs_at_different_sizes_are_scored_on_the_largest_labels_each_fed_at_it
     small, large, _ = sized_runs
     assert small.dataset["val"]["path"] != large.dataset["val"]["path"]
     fed_for_latency = []
-    monkeypatch.setattr(compare_module, "_latency_ms", lambda model, split, size: fed_for_latency.append(size) or 1.0)
+    monkeypatch.setattr(compare_module, "_latency_ms", lambda model, split, size, tta: fed_for_latency.append(size) or 1.0)
     result = segkit.compare([small.path, large.path], out=tmp_path)
     table = result["table"]
     assert table["input size"].tolist() == ["32x32", "64x64"] and fed_for_latency == [(32, 32), (64, 64)]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import segkit
-from segkit import data, models
+from segkit import data, metrics, models
 from segkit.errors import SegkitError
 from segkit.workflows import evaluate
-from training_support import (brute_force_confusion, brute_force_iou, predict_classes, prepared_synthetic, softmax,
-                              tiny_config, train_with_stand_in, upsample_bilinear)
+from training_support import (band_by_shifts, boundary_scores, brute_force_confusion, brute_force_iou, predict_classes,
+                              prepared_synthetic, softmax, tiny_config, train_with_stand_in, upsample_bilinear)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,23 @@ def test_evaluate_with_flip_tta_averages_the_mirrored_softmax(trained):
     probs = (softmax(images) + softmax(images[:, :, ::-1])[:, :, ::-1]) / 2
     _, miou = brute_force_iou(np.asarray(prepared.masks), probs.argmax(-1), prepared.num_classes)
     assert result["miou"] == pytest.approx(miou, abs=1e-12)
+
+
+def test_evaluate_scores_the_boundary_band_like_an_independent_count(trained, tmp_path, capsys):
+    run, dataset = trained
+    result = segkit.evaluate(run.path, dataset, json_path=tmp_path / "scores.json")
+    prepared = data.load_prepared(dataset)
+    truth = np.asarray(prepared.masks)
+    pred = predict_classes(keras.saving.load_model(run.path / "best.keras"), np.asarray(prepared.images))
+    miou, accuracy = boundary_scores(truth, pred, prepared.num_classes, metrics.BOUNDARY_WIDTH)
+    assert result["boundary_width"] == metrics.BOUNDARY_WIDTH
+    assert result["boundary_miou"] == pytest.approx(miou, abs=1e-12)
+    assert result["boundary_pixel_accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert saved["boundary_miou"] == result["boundary_miou"]
+    assert np.sum(saved["boundary_confusion_matrix"]) == band_by_shifts(truth, metrics.BOUNDARY_WIDTH).sum()
+    printed = capsys.readouterr().out
+    assert f"mIoU {miou:.4f}  pixel accuracy {accuracy:.4f}" in printed and "px band" in printed
 
 
 def test_evaluate_prints_the_per_class_table(trained, capsys):
@@ -288,11 +305,15 @@ def test_confusion_fed_at_a_smaller_size_matches_resize_predict_upsample_by_hand
     np.testing.assert_allclose(evaluate.probabilities_at(model, images[items], input_size=(32, 32)), probs, atol=1e-5)
     pred = probs.argmax(-1)
     expected = brute_force_confusion(masks[items], pred, 3)
-    cm = evaluate.confusion(model, images, masks, items, num_classes=3, batch_size=1, input_size=(32, 32))
+    cm, boundary_cm = evaluate.confusion(model, images, masks, items, num_classes=3, batch_size=1, input_size=(32, 32))
     # float32 against float64 may flip a pixel whose two best classes are within rounding of each other, no more
     top_two = np.sort(probs, axis=-1)[..., -2:]
     near_ties = int(np.sum((top_two[..., 1] - top_two[..., 0] < 1e-5) & (masks[items] != 255)))
     assert np.abs(cm - expected).sum() <= 2 * near_ties and cm.sum() == expected.sum()
+    # the band is taken from the 64x64 labels, not from the 32x32 the model was fed at
+    in_band = np.where(band_by_shifts(masks[items], metrics.BOUNDARY_WIDTH), masks[items], 255)
+    expected_band = brute_force_confusion(in_band, pred, 3)
+    assert np.abs(boundary_cm - expected_band).sum() <= 2 * near_ties and boundary_cm.sum() == expected_band.sum()
     assert len(np.unique(pred)) > 1  # the case has class borders for the upsampling to move
 
 

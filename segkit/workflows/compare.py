@@ -3,8 +3,10 @@
 Scores come from each run's metrics.json when all runs were validated on the same items at the same
 size. Runs validated on the same raw items prepared at different sizes are judged at the largest size's
 labels, each model fed the images at the size it was trained at (`evaluate.probabilities_at`). Runs
-validated on different items are all evaluated again on the first run's validation split. So the table
-always compares like with like. Latency is measured here, on this machine, one image at a time.
+validated on different items are all evaluated again on the first run's validation split. Runs are also
+evaluated again when asked for test-time flips (`tta="flip"`), and when their metrics.json predates the
+boundary-band scores. So the table always compares like with like. Latency is measured here, on this machine,
+one image at a time, with the same test-time augmentation as the scores.
 """
 
 import os
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from segkit import data as data_lib
-from segkit import files, models, viz
+from segkit import files, metrics, models, viz
 from segkit.errors import SegkitError
 from segkit.workflows import evaluate, loading, run_report, runs
 
@@ -26,16 +28,25 @@ CLASS_IOU, CURVES, SAMPLES = "class_iou.png", "learning_curves.png", "qualitativ
 # Hidden in --out: the name and digest of every file compare wrote there, so a later call replaces only those.
 LEDGER = ".segkit-compare.json"
 ZERO_IOU = 0.0005  # below it an IoU prints as 0.000: "at zero" in tables and prose
+BOUNDARY_ACCURACY = f"boundary acc ({metrics.BOUNDARY_WIDTH} px)"
+BOUNDARY_MIOU = f"boundary mIoU ({metrics.BOUNDARY_WIDTH} px)"
 
 
-def compare(run_dirs, *, out, latency=True) -> dict:
+def compare(run_dirs, *, out, latency=True, tta=None) -> dict:
     """Compares finished runs; writes `out`/report.md and figures; returns {"report", "table", "per_class"}.
 
-    table: one row per run (mIoU, pixel accuracy, parameters, GFLOPs, training time, latency);
-    per_class: per-class IoU, one column per run.
+    table: one row per run (mIoU, pixel accuracy, the same two over the boundary band, parameters, GFLOPs,
+    training time, TTA, latency); per_class: per-class IoU, one column per run.
+
+    Args:
+        run_dirs: finished run folders.
+        out: folder for report.md and the figures.
+        latency: time inference (False leaves the latency column NaN).
+        tta: None, or "flip": every run scored and timed on each image and its mirror, softmax averaged.
     """
     if len(run_dirs) < 1:
         raise SegkitError("compare needs at least one run folder")
+    evaluate.check_tta(tta)
     out = files.check_writable_folder(out, "--out")
     _check_each_run_once(run_dirs)
     entries = [_load(path) for path in run_dirs]
@@ -43,15 +54,16 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     _check_same_classes(entries)
     ledger = files.Ledger(out, LEDGER, "segkit_compare")
     _check_outputs_replaceable(out, ledger, _output_names(entries))
-    split, protocol = _judging_split(entries)
+    split, protocol = _judging_split(entries, tta)
     for entry in entries:
         if entry["rescore"]:
-            cm = evaluate.confusion(entry["model"], split.dataset.images, split.dataset.masks, split.indices,
-                                    num_classes=len(entry["classes"]), input_size=entry["input_size"])
-            entry["metrics"] = evaluate.summarize(cm, entry["classes"])
-        entry["latency_ms"] = _latency_ms(entry["model"], split, entry["input_size"]) if latency else float("nan")
+            cm, boundary_cm = evaluate.confusion(entry["model"], split.dataset.images, split.dataset.masks,
+                                                 split.indices, num_classes=len(entry["classes"]),
+                                                 input_size=entry["input_size"], tta=tta)
+            entry["metrics"] = evaluate.summarize(cm, boundary_cm, entry["classes"])
+        entry["latency_ms"] = _latency_ms(entry["model"], split, entry["input_size"], tta=tta) if latency else float("nan")
 
-    table = _table(entries)
+    table = _table(entries, tta)
     per_class = pd.DataFrame({e["name"]: pd.Series(e["metrics"]["per_class_iou"], dtype=float) for e in entries})
     classes = entries[0]["classes"]
     colors = np.asarray(entries[0]["dataset"]["colors"], dtype=np.uint8)
@@ -65,7 +77,7 @@ def compare(run_dirs, *, out, latency=True) -> dict:
     for entry in entries:
         cm = np.asarray(entry["metrics"]["confusion_matrix"], dtype=np.int64)
         figures[_confusion_figure(entry)] = viz.plot_confusion(cm, classes, title=entry["name"])
-    report = _markdown(entries, table, per_class, figures, split, protocol)
+    report = _markdown(entries, table, per_class, figures, split, protocol, tta)
     contents = {name: run_report.figure_png(fig) for name, fig in figures.items()}
     with files.writing_into(out, "--out"):
         out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +154,7 @@ def _check_same_classes(entries) -> None:
                               "compare needs runs on the same classes")
 
 
-def _judging_split(entries):
+def _judging_split(entries, tta):
     """(the split every run is scored on, how the scores were made); sets each entry's input_size and rescore."""
     sources = [_validation_source(e) for e in entries]
     if any(source["items"] != sources[0]["items"] for source in sources):
@@ -153,11 +165,16 @@ def _judging_split(entries):
     # The largest prepared size keeps the most label detail: every run is judged on its masks.
     largest = max(range(len(entries)), key=lambda i: np.prod(sources[i]["size"] or (0,)))
     split = run_report.validation_split(entries[largest]["run"])
+    at_own_size = []
     for entry, source in zip(entries, sources):
         input_size = tuple(entry["dataset"]["image_size"])
-        entry.update(input_size=input_size, rescore=not source["size"] == input_size == split.image_size)
+        at_own_size.append(source["size"] == input_size == split.image_size)
+        scored_as_asked = tta is None and entry["metrics"].get("boundary_width") == metrics.BOUNDARY_WIDTH
+        entry.update(input_size=input_size, rescore=not (at_own_size[-1] and scored_as_asked))
     if not any(entry["rescore"] for entry in entries):
         return split, "each run's metrics.json (all were validated on the same items)"
+    if all(at_own_size):
+        return split, "evaluating every model again on the same validation items, at the size all were trained at"
     fed = ", ".join(f"{e['name']} {_size_text(e['input_size'])}" for e in entries)
     return split, (f"the same validation items prepared at different sizes, scored at {_size_text(split.image_size)} labels; "
                    f"each model fed at its trained size: {fed} (images resized as data preparation resizes them, "
@@ -186,14 +203,15 @@ def _size_text(size) -> str:
     return "x".join(str(v) for v in size)
 
 
-def _latency_ms(model, split, input_size) -> float:
-    """Median wall time of segkit.models.predict_probabilities on one validation image at `input_size` (after one warm-up call)."""
+def _latency_ms(model, split, input_size, tta=None) -> float:
+    """Median wall time of segkit.models.predict_probabilities on one validation image at `input_size` with test-time
+    augmentation `tta` (after one warm-up call)."""
     image = data_lib.resize_image(np.asarray(split.dataset.images[int(split.indices[0])]), input_size)
-    models.predict_probabilities(model, image)
+    models.predict_probabilities(model, image, tta=tta)
     times = []
     for _ in range(LATENCY_REPEATS):
         start = time.perf_counter()
-        models.predict_probabilities(model, image)
+        models.predict_probabilities(model, image, tta=tta)
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
 
@@ -208,7 +226,7 @@ def classes_at_zero(per_class_iou) -> int:
     return int(np.count_nonzero(values < ZERO_IOU))
 
 
-def _table(entries) -> pd.DataFrame:
+def _table(entries, tta) -> pd.DataFrame:
     rows = []
     for e in entries:
         stats = models.model_stats(e["model"], input_shape=(*e["input_size"], 3))  # crop-trained models take any size
@@ -218,25 +236,32 @@ def _table(entries) -> pd.DataFrame:
             "input size": _size_text(e["input_size"]),
             "mIoU": e["metrics"]["miou"],
             "pixel accuracy": e["metrics"]["pixel_accuracy"],
+            BOUNDARY_MIOU: _number(e["metrics"]["boundary_miou"]),
+            BOUNDARY_ACCURACY: _number(e["metrics"]["boundary_pixel_accuracy"]),
             "classes at zero": classes_at_zero(e["metrics"]["per_class_iou"]),
             "params (M)": stats["params"] / 1e6,
             "GFLOPs": stats["gflops"],
             "epochs": e["epochs"],
             "training (min)": e["train_seconds"] / 60,
+            "TTA": tta or "none",
             "latency (ms/image)": e["latency_ms"],
         })
     return pd.DataFrame(rows).set_index("run")
 
 
-def _markdown(entries, table, per_class, figures, split, protocol) -> str:
+def _markdown(entries, table, per_class, figures, split, protocol, tta) -> str:
     lines = [
         "# segkit comparison",
         "",
         f"Validation: {len(split)} images of {split.path} at {_size_text(split.image_size)}; scores from {protocol}.",
         "mIoU is the mean IoU over the classes present in the validation truth or predictions, from one "
-        "confusion matrix over all validation pixels (void pixels not counted). Latency: median of "
-        f"{LATENCY_REPEATS} single-image predictions at each model's input size on this machine. "
-        "GFLOPs per image at the input size each model is fed at.",
+        "confusion matrix over all validation pixels (void pixels not counted). "
+        f"{BOUNDARY_MIOU} and {BOUNDARY_ACCURACY} are mIoU and pixel accuracy over the boundary band only: the "
+        f"labelled pixels within {metrics.BOUNDARY_WIDTH} pixels (a {2 * metrics.BOUNDARY_WIDTH + 1}x"
+        f"{2 * metrics.BOUNDARY_WIDTH + 1} window) of a pixel of another labelled class, at the labels' resolution. "
+        f"Latency: median of {LATENCY_REPEATS} single-image predictions at each model's input size on this machine. "
+        "GFLOPs per image and forward pass at the input size each model is fed at.",
+        _tta_text(tta),
         "",
         "Runs: " + ", ".join(f"`{e['name']}` ({e['run'].path})" for e in entries),
         "",
@@ -252,6 +277,18 @@ def _markdown(entries, table, per_class, figures, split, protocol) -> str:
         lines += [f"![{Path(name).stem}]({urllib.parse.quote(name)})", ""]
     return "\n".join(lines)
 
+
+
+def _tta_text(tta) -> str:
+    if tta is None:
+        return "Test-time augmentation: none."
+    return ("Test-time augmentation: flip (each image and its horizontal mirror, softmax averaged: two forward "
+            "passes), in the scores and in the latency alike.")
+
+
+def _number(value) -> float:
+    """A metrics.json number as a float, NaN for null (nothing to score)."""
+    return float("nan") if value is None else float(value)
 
 
 def _markdown_table(frame: pd.DataFrame, float_format: str) -> str:

@@ -1,4 +1,9 @@
-"""`segkit.evaluate`: a trained model's per-class IoU table and means on any dataset segkit reads."""
+"""`segkit.evaluate`: a trained model's per-class IoU table and means on any dataset segkit reads.
+
+Every score is given twice: over all labelled pixels, and over the boundary band only (the labelled pixels
+within `segkit.metrics.BOUNDARY_WIDTH` pixels of another class, at the labels' resolution), where
+segmentation models err most.
+"""
 
 import json
 
@@ -12,8 +17,10 @@ from segkit.workflows import datasets
 from segkit.workflows.loading import check_classes, load_model, num_classes_of, trained_classes, window_for
 
 
-def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=None, input_size=None) -> np.ndarray:
-    """The int64 confusion matrix of `model` over dataset items `indices`, scored at the masks' size.
+def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=None,
+              input_size=None) -> tuple[np.ndarray, np.ndarray]:
+    """The int64 confusion matrices of `model` over dataset items `indices`, scored at the masks' size:
+    (over all labelled pixels, over the boundary band's pixels only; see segkit.metrics.boundary_band).
 
     input_size: None feeds the images as they are: smaller ones are padded to the model's input and cropped back
     (segkit.models.predict_probabilities), larger ones predicted in overlapping tiles of the model's input size.
@@ -21,14 +28,18 @@ def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=N
     resized back to the masks' size (see `probabilities_at`).
     """
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    boundary_cm = np.zeros_like(cm)
     order = np.sort(np.asarray(indices))  # sorted reads are sequential on a memory-mapped cache
     window = window_for(model, input_size or images.shape[1:3])
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         probs = probabilities_at(model, np.asarray(images[chunk]), input_size=input_size, tta=tta, window=window,
                                  batch_size=batch_size)
-        cm += metrics.confusion_matrix(np.asarray(masks[chunk]), probs.argmax(-1), num_classes)
-    return cm
+        truth, predicted = np.asarray(masks[chunk]), probs.argmax(-1)
+        cm += metrics.confusion_matrix(truth, predicted, num_classes)
+        band_truth = np.where(metrics.boundary_band(truth), truth, 255)  # outside the band: void, not counted
+        boundary_cm += metrics.confusion_matrix(band_truth, predicted, num_classes)
+    return cm, boundary_cm
 
 
 def probabilities_at(model, images, *, input_size=None, tta=None, window=None, batch_size=8) -> np.ndarray:
@@ -47,9 +58,11 @@ def probabilities_at(model, images, *, input_size=None, tta=None, window=None, b
     return np.stack([cv2.resize(p, (size[1], size[0]), interpolation=cv2.INTER_LINEAR).reshape(*size, -1) for p in probs])
 
 
-def summarize(cm: np.ndarray, classes) -> dict:
-    """metrics.json content: the means, per-class IoU (null where a class cannot be scored) and the matrix."""
+def summarize(cm: np.ndarray, boundary_cm: np.ndarray, classes) -> dict:
+    """metrics.json content: the means, per-class IoU (null where a class cannot be scored) and the matrix, then
+    mIoU and pixel accuracy over the boundary band (null when no label edge was seen) and its matrix."""
     result = metrics.scores(cm)
+    boundary = metrics.scores(boundary_cm) if boundary_cm.sum() else {"miou": np.nan, "pixel_accuracy": np.nan}
     return {
         "miou": result["miou"],
         "pixel_accuracy": result["pixel_accuracy"],
@@ -58,6 +71,10 @@ def summarize(cm: np.ndarray, classes) -> dict:
         "per_class_iou": {name: _or_none(v) for name, v in zip(classes, result["iou"])},
         "classes": list(classes),
         "confusion_matrix": cm.tolist(),
+        "boundary_width": metrics.BOUNDARY_WIDTH,
+        "boundary_miou": _or_none(boundary["miou"]),
+        "boundary_pixel_accuracy": _or_none(boundary["pixel_accuracy"]),
+        "boundary_confusion_matrix": boundary_cm.tolist(),
     }
 
 
@@ -68,10 +85,11 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
     input_size: (H, W) feeds the model the images resized to it (the size it was trained at) and scores
     at the labels' own size (see `confusion`); None feeds them as they are.
     Returns the metrics.json-style dict (miou, pixel_accuracy, mean_accuracy, fw_iou, per_class_iou,
-    confusion_matrix); prints the per-class table when `verbose`; writes the dict to `json_path` if given.
+    confusion_matrix, and boundary_miou, boundary_pixel_accuracy, boundary_confusion_matrix over the band of
+    boundary_width pixels around label edges); prints the per-class table and both sets of means when
+    `verbose`; writes the dict to `json_path` if given.
     """
-    if tta not in (None, "flip"):
-        raise SegkitError(f"tta={tta!r} is not supported; use flip or none")
+    check_tta(tta)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SegkitError(f"batch size must be a positive integer, got {batch_size!r}")
     if input_size is not None and not _is_size(input_size):
@@ -84,18 +102,30 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
     check_classes(model_path, trained_classes(model_path), path, dataset.classes)
     count = int(dataset.images.shape[0])
     input_size = None if input_size is None else tuple(int(v) for v in input_size)
-    cm = confusion(net, dataset.images, dataset.masks, np.arange(count), num_classes=len(dataset.classes),
+    cm, boundary_cm = confusion(net, dataset.images, dataset.masks, np.arange(count), num_classes=len(dataset.classes),
                    batch_size=batch_size, tta=tta, input_size=input_size)
     result = {"model": str(model_path), "data": str(path), "num_items": count, "tta": tta,
-              "input_size": list(input_size or dataset.images.shape[1:3]), **summarize(cm, dataset.classes)}
+              "input_size": list(input_size or dataset.images.shape[1:3]), **summarize(cm, boundary_cm, dataset.classes)}
     if verbose:
         print(metrics.per_class_table(cm, dataset.classes).to_string(float_format=lambda v: f"{v:.4f}"))
         fed = f", fed at {input_size[0]}x{input_size[1]}" if input_size else ""
         print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  ({count} images, {path}{fed})")
+        print(f"boundary ({metrics.BOUNDARY_WIDTH} px band around label edges, {boundary_cm.sum()} pixels): "
+              f"mIoU {_text(result['boundary_miou'])}  pixel accuracy {_text(result['boundary_pixel_accuracy'])}")
     if json_path is not None:
         with files.writing_into(json_path, "--json"):
             files.write_text(json_path, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def check_tta(tta) -> None:
+    """Refuses test-time augmentation other than None or "flip" (before any model is loaded).
+
+    Args:
+        tta: the requested test-time augmentation.
+    """
+    if tta not in (None, "flip"):
+        raise SegkitError(f"tta={tta!r} is not supported; use flip or none")
 
 
 def _is_size(value) -> bool:
@@ -105,3 +135,7 @@ def _is_size(value) -> bool:
 
 def _or_none(value):
     return None if np.isnan(value) else float(value)
+
+
+def _text(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -27,10 +27,10 @@ def finish_run(run: runs.Run, data, batch_size: int = 8) -> dict | None:
         return None
     model, _ = loading.load_model(run.file(runs.BEST))
     val = data.val
-    cm = evaluate.confusion(model, val.dataset.images, val.dataset.masks, val.indices,
+    cm, boundary_cm = evaluate.confusion(model, val.dataset.images, val.dataset.masks, val.indices,
                             num_classes=data.num_classes, batch_size=batch_size)
     result = {
-        **evaluate.summarize(cm, data.classes),
+        **evaluate.summarize(cm, boundary_cm, data.classes),
         "best_epoch": state["best_epoch"],
         "epochs": state["epoch"],
         "num_val": len(val),
