@@ -220,7 +220,7 @@ def model_stats(config, overrides=None, *, num_classes: int = 19) -> dict:
     """
     cfg = config if isinstance(config, dict) else config_lib.load(config, overrides)
     size = tuple(cfg["data"]["size"])
-    plain = {**cfg, "model": {**cfg["model"], "aux_head": False, "encoder_weights": None}}
+    plain = {**cfg, "model": {**cfg["model"], "aux_head": False, "detail_head": False, "encoder_weights": None}}
     return {**models.model_stats(train.build_model(plain, num_classes, size)), "size": size}
 
 
@@ -364,7 +364,7 @@ def train_step_seconds(config, overrides=None, *, num_classes: int = 19, steps: 
     if mixed:
         keras.mixed_precision.set_dtype_policy(mixed)
     try:
-        plain = {**cfg, "model": {**cfg["model"], "aux_head": False, "encoder_weights": None}}
+        plain = {**cfg, "model": {**cfg["model"], "aux_head": False, "detail_head": False, "encoder_weights": None}}
         model = train.build_model(plain, num_classes, (height, width))
         model.compile(keras.optimizers.AdamW(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     finally:

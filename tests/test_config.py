@@ -281,6 +281,12 @@ def test_aux_head_is_accepted_for_the_models_that_build_auxiliary_heads(name):
     assert "aux_head" in inspect.signature(models.MODELS[name]).parameters  # the builder takes what validation lets through
 
 
+def test_detail_head_is_fastscnns_only():
+    assert config.load({"data": {"path": "x"}, "model": {"name": "fastscnn", "detail_head": True}})["model"]["detail_head"]
+    with pytest.raises(SegkitError, match=r"'model.detail_head' is only available for fastscnn, not 'bisenetv2'"):
+        config.load({"data": {"path": "x"}, "model": {"name": "bisenetv2", "encoder": None, "detail_head": True}})
+
+
 def test_a_data_size_the_model_cannot_take_is_refused_before_any_data_is_generated_or_prepared(tmp_path):
     import segkit
 

@@ -317,3 +317,89 @@ def test_lovasz_of_a_hard_prediction_is_one_minus_the_iou_of_each_present_class(
     loss = losses.LovaszSoftmax(CLASSES, from_logits=False)
     assert value(loss, y, one_hot) == pytest.approx(1 - np.mean(iou), rel=1e-6)
     assert value(loss, y, one_hot) == pytest.approx(reference_lovasz(y, np.log(np.clip(one_hot, 1e-12, 1))), rel=1e-6)
+
+
+# STDC's detail guidance: Laplacian boundary targets at strides 1, 2, 4, fused with weights 0.6, 0.3, 0.1.
+def reference_boundary(label, ignore=IGNORE, threshold=0.1):
+    """Pixel by pixel: the Laplacian response of p is the sum of label[p] - label[q] over its labelled in-image
+    neighbours q (0 at an unlabelled p); level s reads it at (s * (y // s), s * (x // s)); levels fused 0.6/0.3/0.1."""
+    height, width = label.shape
+
+    def response(y, x):
+        if label[y, x] == ignore:
+            return 0.0
+        total = 0.0
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                qy, qx = y + dy, x + dx
+                if (dy or dx) and 0 <= qy < height and 0 <= qx < width and label[qy, qx] != ignore:
+                    total += float(label[y, x]) - float(label[qy, qx])
+        return total
+
+    fused = np.zeros((height, width))
+    for stride, weight in ((1, 0.6), (2, 0.3), (4, 0.1)):
+        for y in range(height):
+            for x in range(width):
+                fused[y, x] += weight * (response(stride * (y // stride), stride * (x // stride)) > threshold)
+    return (fused > threshold).astype(np.float32)  # 0.1 exactly (the stride-4 level alone) is not above 0.1
+
+
+def reference_detail_loss(label, logits, ignore=IGNORE):
+    """Binary cross-entropy over the labelled pixels of the batch plus STDC's per-image Dice (smooth 1), averaged."""
+    logits = logits.astype(np.float64)[..., 0]
+    targets = np.stack([reference_boundary(image) for image in label]).astype(np.float64)
+    valid = label != ignore
+    p = 1 / (1 + np.exp(-logits))
+    bce = -(targets * np.log(p) + (1 - targets) * np.log(1 - p))
+    dice = [1 - (2 * (p[i] * targets[i])[valid[i]].sum() + 1) / (p[i][valid[i]].sum() + targets[i][valid[i]].sum() + 1)
+            for i in range(len(label))]
+    return bce[valid].mean() + np.mean(dice)
+
+
+def hand_made_label():
+    label = np.zeros((12, 16), np.uint8)
+    label[:, 9:] = 2  # a vertical edge between classes 0 and 2
+    label[3:7, 2:6] = 5  # a block of class 5
+    label[8:, :4] = IGNORE  # a void corner
+    label[10, 12] = 1  # a single lower pixel inside class 2
+    return label
+
+
+def test_detail_targets_match_the_brute_force_laplacian_pyramid():
+    label = hand_made_label()
+    targets, valid = losses.boundary_targets(label[None])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(targets)[0], reference_boundary(label))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(valid)[0], label != IGNORE)
+
+
+def test_detail_targets_of_a_hand_worked_edge():
+    # 0 | 1 edge between columns 2 and 3 of a 4x8 label: the stride-1 level marks the higher side (column 3);
+    # the stride-2 level reads columns 0, 2, 4, 6, none of which touches the edge from the higher side; the
+    # stride-4 level alone (weight 0.1) never exceeds the threshold. No border or void edge is a boundary.
+    label = np.zeros((4, 8), np.uint8)
+    label[:, 3:] = 1
+    label[:, 7] = IGNORE
+    expected = np.zeros((4, 8), np.float32)
+    expected[:, 3] = 1
+    targets, _ = losses.boundary_targets(label[None])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(targets)[0], expected)
+    label[:, 2:] = 1  # edge between columns 1 and 2: now the stride-2 level's column 2 sees it and paints columns 2-3
+    expected[:] = 0
+    expected[:, 2:4] = 1
+    targets, _ = losses.boundary_targets(label[None])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(targets)[0], expected)
+
+
+def test_detail_loss_is_bce_plus_dice_over_labelled_pixels():
+    label = np.stack([hand_made_label(), np.fliplr(hand_made_label())])
+    logits = np.random.default_rng(0).normal(0, 2, (*label.shape, 1)).astype("float32")
+    value = keras.ops.convert_to_numpy(losses.DetailLoss()(label, logits))
+    np.testing.assert_allclose(value, reference_detail_loss(label, logits), rtol=1e-5)
+    changed = logits.copy()
+    changed[label == IGNORE] = 50.0  # unlabelled pixels carry no loss
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(losses.DetailLoss()(label, changed)), value, rtol=1e-6)
+
+
+def test_detail_loss_round_trips_through_its_config():
+    loss = keras.losses.deserialize(keras.losses.serialize(losses.DetailLoss(ignore_index=7)))
+    assert isinstance(loss, losses.DetailLoss) and loss.ignore_index == 7

@@ -169,3 +169,16 @@ def test_without_aux_computes_what_the_plain_model_does_with_the_same_weights():
     x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(main(x, training=False)),
                                keras.ops.convert_to_numpy(plain(x, training=False)), atol=1e-5)
+
+
+def test_detail_head_is_stdcs_on_the_stride_8_features_and_drops_out_for_inference(cityscapes_model):
+    model = build("fastscnn", num_classes=19, input_shape=(256, 512, 3), aux_head=True, detail_head=True)
+    detail = 9 * 64 * 64 + bn(64) + 64 + 1  # 3x3 conv 64 -> 64 + BN, 1x1 conv to one channel with bias
+    plain = cityscapes_model.count_params()
+    assert model.count_params() == plain + head_params(64, 19) + head_params(128, 19) + detail
+    assert model.get_layer("detail_head_conv").input.shape == (None, 32, 64, 64)  # learning to downsample, stride 8
+    assert model.output["detail_logits"].shape == (None, 256, 512, 1) and model.output["detail_logits"].dtype == "float32"
+    assert aux_loss_weights(model) == {"logits": 1.0, "aux_lds_logits": 0.4, "aux_gfe_logits": 0.4, "detail_logits": 1.0}
+    alone = build("fastscnn", num_classes=19, input_shape=(256, 512, 3), detail_head=True)
+    assert sorted(alone.output) == ["detail_logits", "logits"] and alone.count_params() == plain + detail
+    assert without_aux(alone).count_params() == plain and len(without_aux(alone).weights) == len(cityscapes_model.weights)

@@ -185,6 +185,24 @@ def test_bisenetv2_booster_heads_each_weigh_1_and_best_keras_is_the_inference_mo
     assert not isinstance(best.output, dict) and best.output.shape[-1] == 19
 
 
+def tiny_detail_model(cfg, num_classes, image_size):
+    """Stand-in for Fast-SCNN with detail_head=True: "logits" and the one-channel boundary logits "detail_logits"."""
+    base = tiny_model(cfg, num_classes, image_size)
+    detail = keras.layers.Conv2D(1, 1, name="detail_logits")(base.layers[-2].output)
+    return keras.Model(base.input, {"logits": base.output, "detail_logits": detail})
+
+
+def test_detail_head_trains_with_the_detail_loss_weighted_1_and_best_keras_is_the_inference_model(dataset, tmp_path, monkeypatch):
+    # The configured cross-entropy would refuse the one-channel output: training at all shows the detail loss takes it.
+    monkeypatch.setattr(train_module, "build_model", tiny_detail_model)
+    run = _train(tiny_config(dataset, model={"name": "fastscnn", "encoder": None, "detail_head": True}), tmp_path)
+    history = pd.read_csv(run.path / "history.csv")
+    assert {"logits_loss", "detail_logits_loss"} <= set(history.columns)
+    np.testing.assert_allclose(history["loss"], history["logits_loss"] + history["detail_logits_loss"], rtol=1e-4)
+    best = keras.saving.load_model(run.path / "best.keras")
+    assert not isinstance(best.output, dict) and best.output.shape[-1] == 19
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: one-line SegkitError, nothing created or overwritten
 

@@ -7,7 +7,7 @@ from segkit.models.deeplabv3plus import build_deeplabv3plus
 from segkit.models import bisenetv2, deeplabv3plus, encoders, fastscnn, pspnet, unet
 from segkit.models.bisenetv2 import build_bisenetv2
 from segkit.models.encoders import ENCODERS
-from segkit.models.fastscnn import build_fastscnn
+from segkit.models.fastscnn import DETAIL_OUTPUT, build_fastscnn
 from segkit.models.inference import check_window, predict_probabilities, required_multiple, without_aux
 from segkit.models.pspnet import AUX_LOSS_WEIGHTS, build_pspnet, build_pspnet_sm
 from segkit.models.resnet import resnet_encoder
@@ -66,8 +66,9 @@ def label(name, encoder=None):
 
 
 def aux_loss_weights(model):
-    """The loss weight of each output of a model built with `aux_head=True`: 1 for "logits", 0.4 for PSPNet's
-    "aux_logits", 1 for each of BiSeNetV2's booster heads, 0.4 for each of Fast-SCNN's two auxiliary heads.
+    """The loss weight of each output of a model built with `aux_head=True` (or Fast-SCNN's `detail_head=True`):
+    1 for "logits", 0.4 for PSPNet's "aux_logits", 1 for each of BiSeNetV2's booster heads, 0.4 for each of
+    Fast-SCNN's two auxiliary heads, 1 for its "detail_logits" (`DETAIL_OUTPUT`).
 
     Args:
         model (keras.Model): a model whose output is a dict of logits.
@@ -130,6 +131,7 @@ def _checked_input_shape(input_shape):
 
 __all__ = [
     "AUX_LOSS_WEIGHTS",
+    "DETAIL_OUTPUT",
     "MODELS",
     "available",
     "aux_loss_weights",

@@ -15,6 +15,11 @@ With `aux_head=True` two auxiliary heads train beside the main one, as mmsegment
 extractor's output (stride 32, 128 channels, after pyramid pooling), upsampled to the input size, loss weight
 0.4 each. The paper has no auxiliary heads; mmsegmentation trains them with its sigmoid cross-entropy, segkit
 with the configured loss.
+
+With `detail_head=True` STDC's detail head (Fan et al., CVPR 2021, "Rethinking BiSeNet For Real-time Semantic
+Segmentation": 3x3 conv-BN-ReLU of 64 channels, 1x1 conv to one channel) reads the learning-to-downsample
+output (stride 8, where STDC reads its stage 3) and outputs one boundary logit per pixel at the input size,
+"detail_logits", trained with `segkit.losses.DetailLoss` (loss weight 1, STDC's) and dropped for inference.
 """
 
 import keras
@@ -40,11 +45,16 @@ CLASSIFIER_FILTERS = 128
 INPUT_MULTIPLE = 32
 # Width of the auxiliary heads' 3x3 convolution (mmsegmentation's FCNHead channels=32, num_convs=1).
 AUX_HEAD_FILTERS = 32
-# Loss weights for a model built with aux_head=True: 1 for the main head, 0.4 for each auxiliary head (mmsegmentation).
-AUX_LOSS_WEIGHTS = {"logits": 1.0, "aux_lds_logits": 0.4, "aux_gfe_logits": 0.4}
+# Width of the detail head's 3x3 convolution (STDC's BiSeNetOutput(..., 64, 1)).
+DETAIL_HEAD_FILTERS = 64
+DETAIL_OUTPUT = "detail_logits"
+# Loss weights of the training outputs: 1 for the main head, 0.4 for each auxiliary head (mmsegmentation), 1 for the
+# detail head (STDC).
+AUX_LOSS_WEIGHTS = {"logits": 1.0, "aux_lds_logits": 0.4, "aux_gfe_logits": 0.4, DETAIL_OUTPUT: 1.0}
 
 
-def build_fastscnn(num_classes, input_shape=(None, None, 3), encoder="fastscnn", aux_head=False, dropout=0.1):
+def build_fastscnn(num_classes, input_shape=(None, None, 3), encoder="fastscnn", aux_head=False, detail_head=False,
+                   dropout=0.1):
     """Fast-SCNN logits `(B, H, W, num_classes)` float32 at input size; sides must be multiples of 32.
 
     The input is RGB 0..255, rescaled to -1..1 inside the model. Fast-SCNN is its own encoder (no
@@ -55,8 +65,10 @@ def build_fastscnn(num_classes, input_shape=(None, None, 3), encoder="fastscnn",
         input_shape (tuple): `(H, W, 3)`; fixed sides must be multiples of 32.
         encoder (str): only "fastscnn".
         aux_head (bool): add mmsegmentation's two auxiliary FCN heads; the model then outputs `{"logits": ...,
-            "aux_lds_logits": ..., "aux_gfe_logits": ...}`, for training with `loss_weights=AUX_LOSS_WEIGHTS`;
+            "aux_lds_logits": ..., "aux_gfe_logits": ...}`, for training with `segkit.models.aux_loss_weights(model)`;
             `segkit.models.without_aux(model)` gives the inference model.
+        detail_head (bool): add STDC's detail head, output "detail_logits" `(B, H, W, 1)` (boundary logits, for
+            `segkit.losses.DetailLoss`); dropped by `without_aux` too.
         dropout (float): dropout rate before each head's classifier (the reference implementations' 0.1).
     """
     check_input_multiple(input_shape, INPUT_MULTIPLE, "Fast-SCNN")
@@ -69,11 +81,16 @@ def build_fastscnn(num_classes, input_shape=(None, None, 3), encoder="fastscnn",
         x = ds_conv(x, CLASSIFIER_FILTERS, 1, f"classifier_dsconv{index}")
     x = layers.Dropout(dropout, name="classifier_dropout")(x)
     logits = classifier_to_input_size(x, inputs, num_classes, name="logits")
-    if not aux_head:
-        return keras.Model(inputs, logits, name="fastscnn")
     outputs = {"logits": logits}
-    for name, features in (("aux_lds", high), ("aux_gfe", low)):
-        outputs[f"{name}_logits"] = fcn_head(features, inputs, num_classes, AUX_HEAD_FILTERS, 1, dropout, name, f"{name}_logits")
+    if aux_head:
+        for name, features in (("aux_lds", high), ("aux_gfe", low)):
+            outputs[f"{name}_logits"] = fcn_head(features, inputs, num_classes, AUX_HEAD_FILTERS, 1, dropout, name,
+                                                 f"{name}_logits")
+    if detail_head:
+        detail = conv_bn_relu(high, DETAIL_HEAD_FILTERS, 3, "detail_head")
+        outputs[DETAIL_OUTPUT] = classifier_to_input_size(detail, inputs, 1, name=DETAIL_OUTPUT)
+    if len(outputs) == 1:
+        return keras.Model(inputs, logits, name="fastscnn")
     return keras.Model(inputs, outputs, name="fastscnn_aux")
 
 

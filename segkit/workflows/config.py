@@ -71,6 +71,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
                          nullable=True),
         "encoder_weights": Field(None, _STR, "'imagenet' or a path to resnetXX_imagenet_1000_no_top.h5 (MobileNetV3: 'imagenet' only)", nullable=True),
         "aux_head": Field(False, _BOOL, "auxiliary heads, dropped for inference: PSPNet's on stage 3 (loss weight 0.4), BiSeNetV2's four booster heads (1 each), Fast-SCNN's two FCN heads at strides 8 and 32 (0.4 each)"),
+        "detail_head": Field(False, _BOOL, "Fast-SCNN only: STDC's detail head on the stride-8 features, trained on the "
+                             "label's Laplacian boundaries with binary cross-entropy + Dice (loss weight 1), dropped for inference"),
         "bn_momentum": Field(None, _FLOAT, "momentum of every BatchNormalization layer (e.g. 0.9 so a short run's moving "
                              "statistics catch up); null keeps the model's", nullable=True),
         "init_from": Field(None, _STR, "a run folder (its best.keras) or a .keras model whose layers of the same name and "
@@ -415,6 +417,8 @@ def _check_ranges(config: dict, where: str) -> None:
     if config["model"]["aux_head"] and config["model"]["name"] not in ("pspnet", "bisenetv2", "fastscnn"):
         raise SegkitError(f"{where}: 'model.aux_head' is only available for pspnet, bisenetv2 and fastscnn, "
                           f"not {config['model']['name']!r}")
+    if config["model"]["detail_head"] and config["model"]["name"] != "fastscnn":
+        raise SegkitError(f"{where}: 'model.detail_head' is only available for fastscnn, not {config['model']['name']!r}")
 
 
 def _check_size_fits_model(config: dict, where: str) -> None:

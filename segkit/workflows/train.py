@@ -280,7 +280,7 @@ def _check_training_sizes(cfg, model) -> None:
 def build_model(cfg: dict, num_classes: int, image_size) -> keras.Model:
     """The model a config describes, for `num_classes` classes and images of `image_size` (H, W)."""
     spec = cfg["model"]
-    options = {"aux_head": True} if spec["aux_head"] else {}
+    options = {head: True for head in ("aux_head", "detail_head") if spec[head]}
     model = models.build(spec["name"], encoder=spec["encoder"], num_classes=num_classes,
                          input_shape=(*image_size, 3), encoder_weights=spec["encoder_weights"], **options)
     if spec["bn_momentum"] is not None:
@@ -299,10 +299,17 @@ def _compile(model, cfg, data, total_steps, budget=False) -> None:
     optimizer = optim.build(cfg["optimizer"], total_steps, budget=budget)
     jit = cfg["train"]["jit_compile"]
     if isinstance(model.output, dict):
-        model.compile(optimizer, loss={name: loss for name in model.output},
+        model.compile(optimizer, loss=_output_losses(model, loss),
                       loss_weights=models.aux_loss_weights(model), metrics={"logits": [miou]}, jit_compile=jit)
     else:
         model.compile(optimizer, loss=loss, metrics=[miou], jit_compile=jit)
+
+
+def _output_losses(model, loss) -> dict:
+    """The loss of each output of a multi-output model: the configured `loss` for every class-logit output, STDC's
+    detail loss for a detail head's boundary logits (both take the same mask)."""
+    detail = losses.DetailLoss(ignore_index=data_lib.IGNORE_INDEX)
+    return {name: detail if name == models.DETAIL_OUTPUT else loss for name in model.output}
 
 
 _OPTIMIZER_MISFIT = "Skipping variable loading for optimizer"  # Keras' warning; it then starts the optimizer afresh
