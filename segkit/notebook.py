@@ -264,7 +264,10 @@ def learning_check(run: runs.Run) -> str:
     the majority-class baseline (every pixel predicted as the most frequent true class). An epoch the time
     budget cut short is no full epoch: its loss is an average over the steps that ran, not over an epoch.
     """
-    bad = [row["epoch"] for row in run.state["history"] if not math.isfinite(row.get("val_loss", math.nan))]
+    history = run.state["history"]
+    if history and not any("val_loss" in row for row in history):  # trained with data.val: 0?
+        run.require_validation("for the learning check, which needs its validation loss and mIoU")
+    bad = [row["epoch"] for row in history if not math.isfinite(row.get("val_loss", math.nan))]
     if bad:
         raise SegkitError(f"learning check of {run.path}: validation loss is not finite in epoch(s) {bad}")
     progress = run.progress()
@@ -392,14 +395,18 @@ def how_made(run: runs.Run, env: Env) -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     machine = f"a {env.gpu} GPU" if env.gpu else f"{_cpu_name()}, {cores} of {os.cpu_count()} cores, no GPU"
     start = _starting_point(cfg["model"])
-    held_out = len(dataset["val"]["indices"])
-    val = f"its `{cfg['data']['val_split']}` split" if cfg["data"]["val_split"] else f"a seeded {held_out:,} held out"
+    if run.validated:
+        held_out = len(dataset["val"]["indices"])
+        split = f"its `{cfg['data']['val_split']}` split" if cfg["data"]["val_split"] else f"a seeded {held_out:,} held out"
+        validation = f"validated on {split} ({held_out:,} items)"
+    else:
+        validation = "not validated (data.val: 0, every item trained on)"
     policy = train.mixed_precision_policy(cfg["train"]["mixed_precision"])
     precision = f"{policy.removeprefix('mixed_')} mixed precision" if policy else "float32"
     command = " ".join(["segkit train", cfg["name"], *(f"--set {key}={_cli_value(value)}" for key, value in env.overrides().items())])
     return (f"**How this run was made.** `{cfg['name']}` on {machine}, {start}, in {precision}: "
-            f"{dataset['train']['num_items']:,} items of `{cfg['data']['path']}` trained on, validated on {val} "
-            f"({held_out:,} items), at {'x'.join(map(str, dataset['image_size']))}. "
+            f"{dataset['train']['num_items']:,} items of `{cfg['data']['path']}` trained on, {validation}, "
+            f"at {'x'.join(map(str, dataset['image_size']))}. "
             f"{last['minutes']:.1f} minutes of training (budget {cfg['train']['max_minutes']} min): "
             f"{last['epoch']:.2f} epochs, {int(run.progress()['steps'].sum()):,} steps, {int(last['images_seen']):,} images seen. "
             f"Again: `{command}`")

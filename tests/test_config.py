@@ -294,3 +294,22 @@ def test_a_data_size_the_model_cannot_take_is_refused_before_any_data_is_generat
     with pytest.raises(SegkitError, match=r"^--set data.size=\[7, 7\]: 'data.size' 7x7 is not a multiple of 32"):
         segkit.train(SHIPPED_SYNTHETIC, overrides=["data.size=[7,7]", f"data.cache={cache}"], runs_dir=tmp_path / "runs")
     assert not cache.exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("val", [0, 0.0])
+def test_data_val_0_trains_on_every_item_and_a_negative_share_or_count_is_refused(val):
+    assert config.load({"data": {"path": "x", "val": val}})["data"]["val"] == 0
+    for bad in (-1, -0.1):
+        with pytest.raises(SegkitError, match=rf"'data.val' must be >= 0 \(0 trains on every item without validation\), got {bad}"):
+            config.load({"data": {"path": "x", "val": bad}})
+    with pytest.raises(SegkitError, match=r"'data.val' is a share below 1 \(0.1\) or a whole number of items \(20\), got 2.5"):
+        config.load({"data": {"path": "x", "val": 2.5}})
+
+
+def test_the_all_pairs_fastscnn_recipe_is_the_held_out_recipe_trained_on_every_pair():
+    held_out = config.load("fastscnn_cityscapes-pairs_256x256_cpu-35min")
+    every_pair = config.load("fastscnn_cityscapes-pairs-all_256x256_cpu-35min")
+    assert (held_out["data"]["val"], held_out["data"]["val_split"]) == (300, None)
+    expected = {**held_out, "name": "fastscnn_cityscapes-pairs-all_256x256_cpu-35min",
+                "data": {**held_out["data"], "val": 0}}
+    assert every_pair == expected

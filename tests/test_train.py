@@ -396,3 +396,64 @@ def test_model_bn_momentum_reaches_every_batchnorm_layer():
     cfg = config_lib.load({"data": {"path": "x"}, "model": {"encoder": "resnet18", "bn_momentum": 0.9}})
     layers = batchnorm.batchnorm_layers(train_module.build_model(cfg, 3, (64, 64)))
     assert len(layers) > 20 and {layer.momentum for layer in layers} == {0.9}
+
+
+def test_data_val_0_trains_on_every_item_keeps_the_final_weights_and_is_evaluated_on_other_data(
+        dataset, stand_in, tmp_path, tmp_path_factory, monkeypatch, capsys):
+    from segkit import notebook
+    from training_support import brute_force_iou, predict_classes
+
+    trained_on = []
+    make_loader = train_module.data_lib.make_loader
+
+    def recording_loader(images, masks, indices, *args, shuffle, **kwargs):
+        if shuffle:
+            trained_on.append(np.sort(np.asarray(indices)))
+        return make_loader(images, masks, indices, *args, shuffle=shuffle, **kwargs)
+
+    monkeypatch.setattr(train_module.data_lib, "make_loader", recording_loader)
+    run = _train(tiny_config(dataset, data={"val": 0}, train={"epochs": 2, "batch_size": 4}), tmp_path)
+    count = len(data.load_prepared(dataset).images)  # 16 items, 4 steps of 4 per epoch
+    assert trained_on and all(np.array_equal(seen, np.arange(count)) for seen in trained_on)
+    assert run.dataset["train"]["num_items"] == count and run.dataset["val"] is None
+    assert "no validation" in capsys.readouterr().out
+
+    history = pd.read_csv(run.path / "history.csv")
+    assert list(history["steps"]) == [4, 4] and not [c for c in history.columns if c.startswith("val_")]
+    progress = run.progress()
+    assert list(progress["images_seen"]) == [count, 2 * count] and run.epochs_run == 2
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert metrics["num_val"] == 0 and "miou" not in metrics and metrics["epochs"] == metrics["best_epoch"] == 2
+    assert (run.path / "figures" / "learning_curves.png").stat().st_size > 1000
+    if importlib.util.find_spec("tensorboard"):
+        assert any((run.path / "tensorboard").rglob("events.out.tfevents.*"))
+
+    # best.keras holds the final weights: those of the last checkpoint, saved after the last step.
+    best = keras.saving.load_model(run.path / "best.keras")
+    last = keras.saving.load_model(run.path / "last-0002.keras", compile=False)
+    for kept, final in zip(best.get_weights(), last.get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, final)
+
+    other = prepared_synthetic(tmp_path_factory.mktemp("other"), count=4, seed=7)
+    result = segkit.evaluate(run.path, other, verbose=False)
+    prepared = data.load_prepared(other)
+    _, miou = brute_force_iou(np.asarray(prepared.masks), predict_classes(best, np.asarray(prepared.images)),
+                              prepared.num_classes)
+    assert result["miou"] == pytest.approx(miou, abs=1e-12)
+
+    # What needs a run's own validation items says in one line that this run has none, and how to score it.
+    for call in (lambda: segkit.compare([run.path], out=tmp_path / "compared", latency=False),
+                 lambda: notebook.validation_grid(run), lambda: notebook.learning_check(run)):
+        with pytest.raises(SegkitError, match=rf"run {run.path} was trained without validation \(data.val: 0\)") as err:
+            call()
+        assert "\n" not in str(err.value) and f"segkit evaluate {run.path} --data" in str(err.value)
+    assert not (tmp_path / "compared").exists()  # refused before anything is written
+
+
+def test_precise_bn_without_validation_reestimates_the_statistics_best_keras_keeps(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "build_model", tiny_bn_model)
+    pixel_mean = np.asarray(data.load_prepared(dataset).images, np.float64).mean(axis=(0, 1, 2))
+    run = _train(tiny_config(dataset, data={"val": 0}, train={"epochs": 1, "precise_bn": 3}), tmp_path)
+    bn = next(layer for layer in keras.saving.load_model(run.file(runs.BEST)).layers if "batch_normalization" in layer.name)
+    # Four steps at momentum 0.99 leave the moving mean at 4 % of the pixel mean; re-estimated, it is the pixel mean.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), pixel_mean, rtol=0.1)

@@ -19,17 +19,23 @@ from segkit import files
 from segkit.models import batchnorm
 from segkit.workflows import loading, runs
 
-MONITOR = "val_miou"  # best.keras is the model with the highest validation mIoU
+MONITOR = "val_miou"  # best.keras is the model with the highest validation mIoU (the last one in a run without validation)
 clock = time.perf_counter  # the run's clock in seconds; tests put a fake one in its place
 
 
 class PreciseBatchNorm(keras.callbacks.Callback):
     """Before each validation (so also before the epoch's checkpoint and best.keras are saved), re-estimates the
-    BatchNorm moving statistics with the weights as they are now, from the input batches `batches_for(epoch)` yields."""
+    BatchNorm moving statistics with the weights as they are now, from the input batches `batches_for(epoch)` yields.
 
-    def __init__(self, batches_for):
+    validated: False for a run without validation, which re-estimates at each epoch's end instead (before
+    RunRecorder saves), with `evaluation_weights` (EmaWeights.swapped) in place: those are the weights best.keras keeps.
+    """
+
+    def __init__(self, batches_for, *, validated=True, evaluation_weights=None):
         super().__init__()
         self.batches_for = batches_for
+        self.validated = validated
+        self.evaluation_weights = evaluation_weights or contextlib.nullcontext
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -37,6 +43,11 @@ class PreciseBatchNorm(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         batchnorm.reestimate_statistics(self.model, self.batches_for(self.epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.validated:
+            with self.evaluation_weights():
+                batchnorm.reestimate_statistics(self.model, self.batches_for(epoch))
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -87,7 +98,8 @@ class RunRecorder(keras.callbacks.Callback):
                   f"of epoch {epoch + 1}: stopping")
 
     def _commit(self, row: dict) -> None:
-        improved = self.state["best_miou"] is None or row[MONITOR] > self.state["best_miou"]
+        # Without validation (data.val: 0) every epoch's weights replace the last: best_miou stays None.
+        improved = MONITOR not in row or self.state["best_miou"] is None or row[MONITOR] > self.state["best_miou"]
         checkpoint = self.run.checkpoint_name(row["epoch"])
         with contextlib.ExitStack() as pending:
             with files.atomic_path(self.run.file(checkpoint)) as tmp:
@@ -114,7 +126,7 @@ class RunRecorder(keras.callbacks.Callback):
             "epoch": epoch,
             "checkpoint": checkpoint,
             "history": history,
-            "best_miou": row[MONITOR] if improved else state["best_miou"],
+            "best_miou": row.get(MONITOR) if improved else state["best_miou"],
             "best_epoch": epoch if improved else state["best_epoch"],
             "train_seconds": self._seconds_before + self._elapsed(),
             "status": "training",

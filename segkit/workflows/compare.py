@@ -5,8 +5,10 @@ size. Runs validated on the same raw items prepared at different sizes are judge
 labels, each model fed the images at the size it was trained at (`evaluate.probabilities_at`). Runs
 validated on different items are all evaluated again on the first run's validation split. Runs are also
 evaluated again when asked for test-time flips (`tta="flip"`), and when their metrics.json predates the
-boundary-band scores. So the table always compares like with like. Latency is measured here, on this machine,
-one image at a time, with the same test-time augmentation as the scores.
+boundary-band scores. So the table always compares like with like. A run trained without validation
+(data.val: 0) has no items to be judged on and is refused in one line naming it (`segkit evaluate RUN --data ...`
+scores it). Latency is measured here, on this machine, one image at a time, with the same test-time
+augmentation as the scores.
 """
 
 import os
@@ -95,6 +97,7 @@ def _load(path) -> dict:
     run = runs.Run.open(path)
     if not run.file(runs.METRICS).is_file():
         raise SegkitError(f"run {run.path} has not finished (no {runs.METRICS}); finish it with segkit train --resume")
+    run.require_validation("for compare, which scores every run on a run's validation items")  # before any model loads
     model, _ = loading.load_model(run.path)
     return {
         "run": run,

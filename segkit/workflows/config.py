@@ -91,7 +91,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "split": Field(None, _STR, "split to read from a raw layout with several (train, val, test)", nullable=True),
         "classes": Field("train", _STR, "'train', 'all' or a classes file (folder format), as in `segkit data prepare`"),
         "size": Field(None, _LIST, "input size [H, W]; raw data is prepared at it, prepared data must have it", nullable=True),
-        "val": Field(0.1, _FLOAT, "hold-out validation share (< 1) or count (>= 1) of data.path, when no val_path/val_split"),
+        "val": Field(0.1, _FLOAT, "hold-out validation share (< 1) or count (>= 1) of data.path, when no val_path/val_split; "
+                     "0 trains on every item without validation and keeps the final weights as best.keras (with a "
+                     "learning rate that decays to its end, the last weights are the ones to keep)"),
         "val_path": Field(None, _STR, "a separate validation dataset (prepared, or raw in data.format)", nullable=True),
         "val_split": Field(None, _STR, "validation split of the raw layout (e.g. val), read from val_path or path", nullable=True),
         "limit": Field(None, _INT, "use only the first N items of data.path (smoke runs)", nullable=True),
@@ -393,8 +395,8 @@ def _check_ranges(config: dict, where: str) -> None:
         raise SegkitError(f"{where}: 'augment.color_jitter' must be in [0, 1), got {augment['color_jitter']!r}")
     if data["size"] is not None and not (len(data["size"]) == 2 and all(isinstance(v, int) and v > 0 for v in data["size"])):
         raise SegkitError(f"{where}: 'data.size' must be [H, W] with positive integers, got {data['size']!r}")
-    if data["val_path"] is None and data["val_split"] is None and not data["val"] > 0:
-        raise SegkitError(f"{where}: 'data.val' must be > 0 when neither data.val_path nor data.val_split is set")
+    if not data["val"] >= 0:
+        raise SegkitError(f"{where}: 'data.val' must be >= 0 (0 trains on every item without validation), got {data['val']!r}")
     if data["val"] >= 1 and not float(data["val"]).is_integer():
         raise SegkitError(f"{where}: 'data.val' is a share below 1 (0.1) or a whole number of items (20), got {data['val']!r}")
     _check_size_fits_model(config, where)

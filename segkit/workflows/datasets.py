@@ -35,7 +35,7 @@ class Split:
 @dataclass
 class TrainingData:
     train: Split
-    val: Split
+    val: Split | None  # None: data.val is 0, training uses every item and validates on none
     classes: list[str]
     colors: np.ndarray
 
@@ -50,7 +50,7 @@ class TrainingData:
             "colors": np.asarray(self.colors).tolist(),
             "image_size": list(self.train.image_size),
             "train": {"path": str(self.train.path.resolve()), "num_items": len(self.train)},
-            "val": {"path": str(self.val.path.resolve()), "indices": self.val.indices.tolist()},
+            "val": None if self.val is None else {"path": str(self.val.path.resolve()), "indices": self.val.indices.tolist()},
         }
 
 
@@ -73,14 +73,18 @@ def open_dataset(path, *, format=None, split=None, classes="train", size=None, c
 
 
 def training_data(config: dict) -> TrainingData:
-    """The train and validation splits a config asks for, with classes checked to agree."""
+    """The train and validation splits a config asks for, with classes checked to agree; data.val 0 (and no
+    val_path / val_split) trains on every item and leaves `val` None."""
     spec = _with_synthetic_pairs(config["data"])
     common = {"format": spec["format"], "classes": spec["classes"], "size": spec["size"], "cache": spec["cache"]}
     if spec["val_path"] is not None or spec["val_split"] is not None:
         _check_readable(spec["val_path"] or spec["path"], split=spec["val_split"], **common)  # before train is prepared
     dataset, path = open_dataset(spec["path"], split=spec["split"], cache_label="data.cache", **common)
     items = np.arange(_count(dataset) if spec["limit"] is None else min(spec["limit"], _count(dataset)))
-    if spec["val_path"] is None and spec["val_split"] is None:
+    held_out = spec["val_path"] is None and spec["val_split"] is None  # validation items taken from data.path
+    if held_out and spec["val"] == 0:
+        train, val = Split(dataset, items, path), None
+    elif held_out:
         if len(items) < 2:
             have = f"data.limit={spec['limit']} leaves" if spec["limit"] is not None else "there is"
             raise SegkitError(f"{have} {len(items)} item of {path}; a hold-out validation split (data.val) needs at least 2, "
@@ -96,7 +100,7 @@ def training_data(config: dict) -> TrainingData:
         train = Split(dataset, items, path)
         val = Split(val_dataset, np.arange(_count(val_dataset)), val_path)
     for name, part in (("training", train), ("validation", val)):
-        if len(part) == 0:
+        if part is not None and len(part) == 0:
             raise SegkitError(f"the {name} split of {part.path} is empty; check data.val and data.limit")
     return TrainingData(train, val, list(dataset.classes), np.asarray(dataset.colors, dtype=np.uint8))
 

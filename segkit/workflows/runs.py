@@ -4,7 +4,7 @@ Layout of `runs/<config-name>-<timestamp>/`:
     config.yaml      the resolved config            dataset.json   classes, colours, split
     state.json       the commit point: finished epochs, history, best score, last checkpoint name
     last-NNNN.keras  model + optimizer state after epoch NNNN (the one state.json names)
-    best.keras       the inference model with the best validation mIoU
+    best.keras       the inference model with the best validation mIoU (without validation, data.val: 0: the last)
     history.csv      one row per finished epoch      tensorboard/   TensorBoard logs (TensorFlow only)
     metrics.json, per_class.csv, figures/*.png      written when training ends
 """
@@ -135,6 +135,21 @@ class Run:
     @property
     def metrics(self) -> dict:
         return self._read_json(METRICS)
+
+    @property
+    def validated(self) -> bool:
+        """Whether training held out validation items; a run with data.val: 0 trained on every item and has none."""
+        return self.dataset["val"] is not None
+
+    def require_validation(self, needed_for: str) -> None:
+        """Raises a one-line SegkitError, saying how to score the run instead, when it has no validation items.
+
+        Args:
+            needed_for: what needs them, completing "it has no validation items ..." (e.g. "to compare it on").
+        """
+        if not self.validated:
+            raise SegkitError(f"run {self.path} was trained without validation (data.val: 0), so it has no validation "
+                              f"items {needed_for}; score it on other data with: segkit evaluate {self.path} --data DATA")
 
     @property
     def epochs_run(self) -> float:

@@ -27,7 +27,7 @@ def callbacks(run, data, inference_model, evaluation_weights=None) -> list:
     Args:
         run (segkit.workflows.runs.Run): the run whose folder gets the logs.
         data (segkit.workflows.datasets.TrainingData): the classes, their colours and the validation split, whose
-            first PICTURES items are drawn.
+            first PICTURES items are drawn; a run without validation (data.val: 0) logs the training scalars only.
         inference_model (keras.Model): the single-output model, sharing the trained weights.
         evaluation_weights (callable | None): a context manager factory that puts the validated weights in place
             (EmaWeights.swapped), so the pictures show what validation scored.
@@ -39,11 +39,14 @@ def callbacks(run, data, inference_model, evaluation_weights=None) -> list:
         print("note: TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
         return []
     folder = run.file(LOG_DIR)
+    scalars = keras.callbacks.TensorBoard(log_dir=str(folder), write_graph=False)
+    if data.val is None:
+        return [scalars]
     picks = np.asarray(data.val.indices[:PICTURES])
     pictures = ValidationSummaries(str(folder / "validation"), np.asarray(data.val.dataset.images[picks]),
                                    np.asarray(data.val.dataset.masks[picks]), data.classes, data.colors, inference_model,
                                    evaluation_weights)
-    return [keras.callbacks.TensorBoard(log_dir=str(folder), write_graph=False), pictures]
+    return [scalars, pictures]
 
 
 class ValidationSummaries(keras.callbacks.Callback):

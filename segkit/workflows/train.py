@@ -103,7 +103,7 @@ def mixed_precision_policy(setting) -> str | None:
 
 def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
     train_cfg = cfg["train"]
-    val_loader = _loader(cfg, data.val, shuffle=False)
+    val_loader = None if data.val is None else _loader(cfg, data.val, shuffle=False)
     steps = len(_loader(cfg, data.train, shuffle=True))
     steps = steps if train_cfg["steps_per_epoch"] is None else min(steps, train_cfg["steps_per_epoch"])
     with distribution.scope(train_cfg["distribution"]) as replicas:
@@ -122,6 +122,9 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
         state = run.state
         runs.write_json(run.file(runs.DATASET), data.describe())
         _print_span(cfg, steps, budget)
+        if data.val is None:
+            print(f"data.val: 0: training on all {len(data.train)} items of {data.train.path}, no validation; best.keras "
+                  "holds the final weights (with a learning rate that decays to its end, the last weights are the ones to keep)")
         if state["checkpoint"] is not None:
             _restore(model, run.last_checkpoint())
             print(f"resuming after epoch {state['epoch']} from {run.last_checkpoint().name}")
@@ -147,11 +150,11 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
                 model.make_train_function(force=True)
             model.fit(
                 _EpochSteps(_loader(cfg, data.train, shuffle=True, crop=crop), steps, epoch=first, aux=aux),
-                validation_data=_EpochSteps(val_loader, len(val_loader), aux=aux),
+                validation_data=None if val_loader is None else _EpochSteps(val_loader, len(val_loader), aux=aux),
                 epochs=last,
                 initial_epoch=first,
                 # EMA swaps its weights in before precise BN re-estimates the statistics for them.
-                callbacks=[*shown, *ema, *_precise_bn(cfg, data.train), *span, recorder,
+                callbacks=[*shown, *ema, *_precise_bn(cfg, data, ema[0].swapped if ema else None), *span, recorder,
                            *tensorboard.callbacks(run, data, models.without_aux(model), ema[0].swapped if ema else None)],
                 shuffle=False,  # the loader shuffles from (seed, epoch); Keras' own batch shuffle would not survive a resume
                 verbose=fit_verbose,
@@ -365,9 +368,10 @@ class _EpochSteps(keras.utils.PyDataset):
         self.epoch += 1
 
 
-def _precise_bn(cfg, split) -> list:
-    """The callback that re-estimates BatchNorm statistics before each validation, from un-augmented training batches."""
-    count, size, seed = cfg["train"]["precise_bn"], cfg["train"]["batch_size"], cfg["train"]["seed"]
+def _precise_bn(cfg, data, evaluation_weights) -> list:
+    """The callback that re-estimates BatchNorm statistics before each validation (at each epoch's end in a run
+    without validation), for the weights validated and saved as best.keras, from un-augmented training batches."""
+    count, size, seed, split = cfg["train"]["precise_bn"], cfg["train"]["batch_size"], cfg["train"]["seed"], data.train
     if not count:
         return []
 
@@ -376,4 +380,4 @@ def _precise_bn(cfg, split) -> list:
         loader = data_lib.make_loader(split.dataset.images, split.dataset.masks, picks, size, shuffle=False)
         return (loader[i][0] for i in range(len(loader)))
 
-    return [PreciseBatchNorm(batches_for)]
+    return [PreciseBatchNorm(batches_for, validated=data.val is not None, evaluation_weights=evaluation_weights)]
