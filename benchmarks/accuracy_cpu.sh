@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Issue 10's ablation table: trains every config in benchmarks/ablations/ (the Fast-SCNN CPU recipe with plain
-# cross-entropy, and one file per recipe lever) from scratch for the same wall-clock budget, then prints config,
-# minutes, epochs, held-out mIoU, classes at zero IoU, params and GFLOPs from the run folders (accuracy_table.py:
-# segkit.compare scores every run on the same held-out items at 256x256 labels, each model fed at its trained size).
+# The lever tables of docs/benchmarks.md: trains a set of configs from scratch for the same wall-clock budget, then
+# prints config, minutes, epochs, held-out mIoU, boundary scores, classes at zero IoU, params and GFLOPs from the run
+# folders (accuracy_table.py: segkit.compare scores every run on the same held-out items at 256x256 labels, each model
+# fed at its trained size). Two sets of configs, one lever per file:
+#   benchmarks/ablations/  levers on the Fast-SCNN recipe with plain cross-entropy (the default set: 15 configs, two
+#                          at a time x 25 min, about 3 h 30 min);
+#   benchmarks/levers/     levers on the shipped recipe (OHEM): CONFIGS="$(ls benchmarks/levers/*.yaml)".
 #
-# Run from anywhere:  bash benchmarks/accuracy_cpu.sh          (15 configs, two at a time x 25 min: about 3 h 30 min)
+# Run from anywhere:  bash benchmarks/accuracy_cpu.sh
 # Budget per run:     BUDGET=25 (minutes; training stops after the step that reaches it, then validates and saves)
 # Cores:              CORES=split  two runs side by side, pinned with taskset -c 0 / -c 1, one thread each (default:
 #                                  every lever gets the same single core, so a pair shares memory bandwidth equally)
-#                     CORES=both   one run after the other, each with both cores (the issue's goal conditions; with
+#                     CORES=both   one run after the other, each with both cores (the shipped recipes' conditions; with
 #                                  BUDGET=35 about 9 h 20 min). Compare rows within one mode only.
 # Subset:             CONFIGS="benchmarks/ablations/baseline.yaml benchmarks/ablations/ema.yaml"
 # Data:               DATA=../shared/data/cityscapes_pairs_full (default; the configs themselves read data/cityscapes-pairs)
+# Test-time flips:   TTA=flip  (the table scores every run with horizontal flips averaged in)
 # Extra overrides:    SET="data.limit=64 data.val=16"   (space-separated key=value, applied to every run)
 # Results:            $RUNS/<config>-<time>/ run folders, $RUNS/logs/<config>.log, $RUNS/table.md,
 #                     $RUNS/compare/report.md (per-class IoU, learning curves and predictions of every run)
@@ -22,6 +26,7 @@ CORES=${CORES:-split}
 RUNS=${RUNS:-runs/accuracy-cpu}
 CONFIGS=${CONFIGS:-$(ls benchmarks/ablations/*.yaml)}
 SET=${SET:-}
+TTA=${TTA:-}
 DATA=${DATA:-../shared/data/cityscapes_pairs_full}
 case "$CORES" in
     both|split) ;;
@@ -81,5 +86,5 @@ for config in $CONFIGS; do
     folder=$(sed -n 's/^run folder: //p' "$RUNS/logs/$(basename "$config" .yaml).log" | tail -n 1)
     [ -n "$folder" ] && folders+=("$folder")
 done
-python benchmarks/accuracy_table.py --cores "$CORES" --out "$RUNS/compare" "${folders[@]}" | tee "$RUNS/table.md"
+python benchmarks/accuracy_table.py --cores "$CORES" ${TTA:+--tta "$TTA"} --out "$RUNS/compare" "${folders[@]}" | tee "$RUNS/table.md"
 echo "wall-clock $(( ($(date +%s) - started) / 60 )) min; rerun: BUDGET=${BUDGET} CORES=${CORES}${SET:+ SET=\"$SET\"} bash benchmarks/accuracy_cpu.sh (CONFIGS: $(echo $CONFIGS | wc -w) files)"

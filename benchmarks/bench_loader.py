@@ -23,7 +23,7 @@ from segkit.data.palette import CITYSCAPES_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PAIRS = Path(os.environ.get("SEGKIT_SHARED_DATA", REPO.parent / "shared" / "data")) / "cityscapes_pairs" / "train"
-TRAIN_STEP_IMAGES_PER_S = 3.5  # ResNet34 U-Net training step on this CPU, 256x256, batch 8 (issue 2)
+TRAIN_STEP_IMAGES_PER_S = 3.5  # ResNet34 U-Net training step on this CPU, 256x256, batch 8
 
 
 def naive_epoch(files: list[Path], batch_size: int, rng: np.random.Generator) -> int:
