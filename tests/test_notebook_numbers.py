@@ -134,9 +134,13 @@ README = NOTEBOOKS[0].parents[1] / "README.md"
 RESULTS_FROM = ("04_compare", "05_camvid")  # the notebooks whose stored runs the README's results quote
 
 
-def readme_results(text: str) -> str:
-    """The README's results section: from its '## Results' heading to the next '## ' heading."""
-    start = text.index("\n## Results")
+BENCHMARKS_PAGE = README.parent / "docs" / "benchmarks.md"
+BEST_RECIPE = "## The CPU recipe on both cores"  # the README section quoting docs/benchmarks.md's measured runs
+
+
+def readme_section(text: str, heading: str) -> str:
+    """A section of the README: from its `heading` line to the next '## ' heading."""
+    start = text.index("\n" + heading)
     end = text.find("\n## ", start + 1)
     return text[start:end if end > 0 else None]
 
@@ -145,5 +149,14 @@ def test_every_number_in_the_readmes_results_is_one_the_notebooks_runs_show():
     """The README quotes notebook 04's comparison and 05's transfer; a figure neither shows has drifted."""
     outputs = set().union(*(output_numbers(nbformat.read(path, as_version=4))
                             for path in NOTEBOOKS if path.stem in RESULTS_FROM))
-    missing = [n for n in dict.fromkeys(prose_numbers(readme_results(README.read_text()))) if not shown(n, outputs)]
+    results = readme_section(README.read_text(), "## Results")
+    missing = [n for n in dict.fromkeys(prose_numbers(results)) if not shown(n, outputs)]
     assert missing == [], f"README.md's results state numbers notebooks {', '.join(RESULTS_FROM)} do not show: {missing}"
+
+
+def test_every_number_the_readme_quotes_of_the_cpu_recipe_is_on_the_benchmarks_page():
+    """The two-core recipe's figures come from runs docs/benchmarks.md records; the README may not drift from it."""
+    page = set(prose_numbers(BENCHMARKS_PAGE.read_text()))
+    quoted = prose_numbers(readme_section(README.read_text(), BEST_RECIPE))
+    missing = [n for n in dict.fromkeys(quoted) if n not in page]
+    assert quoted and missing == [], f"README.md's {BEST_RECIPE!r} states numbers docs/benchmarks.md does not: {missing}"
