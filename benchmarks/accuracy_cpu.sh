@@ -87,4 +87,4 @@ for config in $CONFIGS; do
     [ -n "$folder" ] && folders+=("$folder")
 done
 python benchmarks/accuracy_table.py --cores "$CORES" ${TTA:+--tta "$TTA"} --out "$RUNS/compare" "${folders[@]}" | tee "$RUNS/table.md"
-echo "wall-clock $(( ($(date +%s) - started) / 60 )) min; rerun: BUDGET=${BUDGET} CORES=${CORES}${SET:+ SET=\"$SET\"} bash benchmarks/accuracy_cpu.sh (CONFIGS: $(echo $CONFIGS | wc -w) files)"
+echo "wall-clock $(( ($(date +%s) - started) / 60 )) min; rerun: BUDGET=${BUDGET} CORES=${CORES}${TTA:+ TTA=$TTA}${SET:+ SET=\"$SET\"} bash benchmarks/accuracy_cpu.sh (CONFIGS: $(echo $CONFIGS | wc -w) files)"
