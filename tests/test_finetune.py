@@ -95,7 +95,7 @@ def test_a_run_from_a_run_folder_records_its_source_and_logs_what_it_loaded(sour
     run = segkit.train(_config(eleven_classes, source_run.path, freeze_encoder_epochs=1), runs_dir=tmp_path / "runs", verbose=0)
     out = capsys.readouterr().out
     recorded = yaml.safe_load((run.path / "config.yaml").read_text())["model"]
-    assert recorded["init_from"] == str(Path(best_keras).resolve())
+    assert recorded["init_from"] == str(best_keras)
     assert recorded["init_from_sha256"] == hashlib.sha256(best_keras.read_bytes()).hexdigest()
     with_weights = len(_weights(_model(run.path)))
     assert f"loaded {with_weights - 1} of this model's {with_weights} layers with weights" in out
@@ -145,6 +145,15 @@ def test_a_source_whose_digest_is_not_the_pinned_one_is_refused(source_file):
     cfg["model"]["init_from_sha256"] = "0" * 64
     with pytest.raises(SegkitError, match="has sha256 .* not the 0000.* model.init_from_sha256 gives"):
         finetune.pin_source(cfg)
+
+
+def test_a_relative_source_is_recorded_relative_so_a_run_names_no_machine_folder(source_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(source_file.parent, tmp_path / "models")
+    relative = Path("models") / source_file.name
+    pinned = finetune.pin_source(config_lib.load(_config("unused", relative)))["model"]
+    assert pinned["init_from"] == str(relative)
+    assert pinned["init_from_sha256"] == hashlib.sha256(source_file.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize(("spans", "frozen", "expected"), [

@@ -13,8 +13,9 @@ from segkit.workflows import loading
 
 
 def pin_source(cfg: dict) -> dict:
-    """The config with model.init_from resolved to the .keras file it names (absolute) and model.init_from_sha256
-    set to that file's digest; a missing file, or one whose digest is not the one the config gives, is refused.
+    """The config with model.init_from resolved to the .keras file it names and model.init_from_sha256 set to that
+    file's digest; a missing file, or one whose digest is not the one the config gives, is refused. The path stays
+    as given, relative to the working directory like data.path, so a run's record holds no machine's folders.
 
     Args:
         cfg (dict): a resolved config (`segkit.workflows.config.load`).
@@ -22,7 +23,7 @@ def pin_source(cfg: dict) -> dict:
     spec = cfg["model"]
     if spec["init_from"] is None:
         return cfg
-    path = _source_file(spec["init_from"]).resolve()
+    path = _source_file(spec["init_from"])
     digest = files.sha256_of(path)
     if spec["init_from_sha256"] not in (None, digest):
         raise SegkitError(f"model.init_from {path} has sha256 {digest}, not the {spec['init_from_sha256']} that "
