@@ -80,7 +80,8 @@ def _compare(args):
 
     from segkit.workflows import compare
 
-    print(compare.table_text(segkit.compare(args.runs, out=args.out, latency=not args.no_latency, tta=args.tta)["table"]))
+    result = segkit.compare(args.runs, out=args.out, latency=not args.no_latency, tta=args.tta, label_size=args.label_size)
+    print(compare.table_text(result["table"]))
 
 
 def _export(args):
@@ -136,6 +137,8 @@ def _add_model_commands(sub):
     p.add_argument("--no-latency", action="store_true", help="skip timing inference")
     p.add_argument("--tta", choices=("flip",),
                    help="score and time every run with the horizontally flipped prediction averaged in (two forward passes)")
+    p.add_argument("--label-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="runs validated on the same items at different sizes: judge at this size's labels (default: the largest)")
     p.set_defaults(run=_compare)
 
     p = sub.add_parser("export", help="export a model and check the export's outputs match")

@@ -173,6 +173,25 @@ def test_runs_at_different_sizes_are_scored_on_the_largest_labels_each_fed_at_it
     assert again.loc["small", "mIoU"] == table.loc["small", "mIoU"]
 
 
+def test_label_size_judges_at_a_smaller_runs_labels_and_names_the_sizes_when_absent(sized_runs, tmp_path):
+    small, large, _ = sized_runs
+    table = segkit.compare([small.path, large.path], out=tmp_path, latency=False, label_size=(32, 32))["table"]
+    reference = data.load_prepared(small.dataset["val"]["path"])
+    items = np.sort(small.dataset["val"]["indices"])
+    images, truth = np.asarray(reference.images[items]), np.asarray(reference.masks[items])
+    large_model = keras.saving.load_model(large.path / "best.keras")
+    grown = np.stack([data.resize_image(image, (64, 64)) for image in images])  # fed at its trained size
+    logits = keras.ops.convert_to_numpy(large_model(grown.astype("float32"), training=False))
+    large_pred = upsample_bilinear(softmax(logits.astype(np.float64)), (32, 32)).argmax(-1)
+    assert table.loc["large", "mIoU"] == pytest.approx(brute_force_iou(truth, large_pred, 19)[1], abs=1e-12)
+    assert table.loc["large", "mIoU"] != large.metrics["miou"]  # its own 64x64 labels gave another score
+    assert table.loc["small", "mIoU"] == pytest.approx(small.metrics["miou"], abs=1e-12)
+    assert "scored at 32x32 labels" in (tmp_path / "report.md").read_text()
+    with pytest.raises(SegkitError, match=r"^--label-size 48x48: the runs' validation items are prepared at 32x32, 64x64; give"):
+        segkit.compare([small.path, large.path], out=tmp_path / "none", latency=False, label_size=(48, 48))
+    assert not (tmp_path / "none").exists()
+
+
 def test_runs_on_the_same_items_and_size_in_different_caches_keep_their_metrics(sized_runs, tmp_path, monkeypatch):
     small, _, small_elsewhere = sized_runs
     assert small.dataset["val"]["path"] != small_elsewhere.dataset["val"]["path"]

@@ -2,7 +2,7 @@
 
 Scores come from each run's metrics.json when all runs were validated on the same items at the same
 size. Runs validated on the same raw items prepared at different sizes are judged at the largest size's
-labels, each model fed the images at the size it was trained at (`evaluate.probabilities_at`). Runs
+labels (or at `label_size`, one of those sizes), each model fed the images at the size it was trained at (`evaluate.probabilities_at`). Runs
 validated on different items are all evaluated again on the first run's validation split. Runs are also
 evaluated again when asked for test-time flips (`tta="flip"`), and when their metrics.json predates the
 boundary-band scores. So the table always compares like with like. A run trained without validation
@@ -34,7 +34,7 @@ BOUNDARY_ACCURACY = f"boundary acc ({metrics.BOUNDARY_WIDTH} px)"
 BOUNDARY_MIOU = f"boundary mIoU ({metrics.BOUNDARY_WIDTH} px)"
 
 
-def compare(run_dirs, *, out, latency=True, tta=None) -> dict:
+def compare(run_dirs, *, out, latency=True, tta=None, label_size=None) -> dict:
     """Compares finished runs; writes `out`/report.md and figures; returns {"report", "table", "per_class"}.
 
     table: one row per run (mIoU, pixel accuracy, the same two over the boundary band, parameters, GFLOPs,
@@ -45,6 +45,8 @@ def compare(run_dirs, *, out, latency=True, tta=None) -> dict:
         out: folder for report.md and the figures.
         latency: time inference (False leaves the latency column NaN).
         tta: None, or "flip": every run scored and timed on each image and its mirror, softmax averaged.
+        label_size: (H, W) of the labels to judge at, when the runs were validated on the same items prepared at
+            different sizes: one of those sizes (default: the largest, which keeps the most label detail).
     """
     if len(run_dirs) < 1:
         raise SegkitError("compare needs at least one run folder")
@@ -56,7 +58,7 @@ def compare(run_dirs, *, out, latency=True, tta=None) -> dict:
     _check_same_classes(entries)
     ledger = files.Ledger(out, LEDGER, "segkit_compare")
     _check_outputs_replaceable(out, ledger, _output_names(entries))
-    split, protocol = _judging_split(entries, tta)
+    split, protocol = _judging_split(entries, tta, label_size)
     for entry in entries:
         if entry["rescore"]:
             cm, boundary_cm = evaluate.confusion(entry["model"], split.dataset.images, split.dataset.masks,
@@ -157,17 +159,20 @@ def _check_same_classes(entries) -> None:
                               "compare needs runs on the same classes")
 
 
-def _judging_split(entries, tta):
+def _judging_split(entries, tta, label_size=None):
     """(the split every run is scored on, how the scores were made); sets each entry's input_size and rescore."""
     sources = [_validation_source(e) for e in entries]
     if any(source["items"] != sources[0]["items"] for source in sources):
         split = run_report.validation_split(entries[0]["run"])
+        _check_label_size(label_size, [split.image_size], "the first run's validation split")
         for entry in entries:
             entry.update(input_size=split.image_size, rescore=True)
         return split, "evaluating every model again on the first run's validation split"
-    # The largest prepared size keeps the most label detail: every run is judged on its masks.
-    largest = max(range(len(entries)), key=lambda i: np.prod(sources[i]["size"] or (0,)))
-    split = run_report.validation_split(entries[largest]["run"])
+    sizes = [source["size"] for source in sources]
+    _check_label_size(label_size, sizes, "the runs' validation items")
+    # By default the largest prepared size, which keeps the most label detail: every run is judged on its masks.
+    judge = sizes.index(tuple(label_size)) if label_size else max(range(len(entries)), key=lambda i: np.prod(sizes[i] or (0,)))
+    split = run_report.validation_split(entries[judge]["run"])
     at_own_size = []
     for entry, source in zip(entries, sources):
         input_size = tuple(entry["dataset"]["image_size"])
@@ -182,6 +187,13 @@ def _judging_split(entries, tta):
     return split, (f"the same validation items prepared at different sizes, scored at {_size_text(split.image_size)} labels; "
                    f"each model fed at its trained size: {fed} (images resized as data preparation resizes them, "
                    "class probabilities resized back bilinearly)")
+
+
+def _check_label_size(label_size, sizes, where) -> None:
+    if label_size is not None and tuple(label_size) not in [tuple(size) for size in sizes if size]:
+        available = ", ".join(sorted({_size_text(size) for size in sizes if size})) or "none recorded"
+        raise SegkitError(f"--label-size {_size_text(label_size)}: {where} are prepared at {available}; "
+                          "give one of those sizes")
 
 
 def _validation_source(entry) -> dict:
