@@ -15,7 +15,8 @@
 #                                  BUDGET=35 about 9 h 20 min). Compare rows within one mode only.
 # Subset:             CONFIGS="benchmarks/ablations/baseline.yaml benchmarks/ablations/ema.yaml"
 # Data:               DATA=../shared/data/cityscapes_pairs_full (default; the configs themselves read data/cityscapes-pairs)
-# Test-time flips:   TTA=flip  (the table scores every run with horizontal flips averaged in)
+# Test-time flips:    TTA=flip  (the table scores every run with horizontal flips averaged in)
+# Label size:         LABELS="256 256"  (runs at several sizes are judged at these labels; default: the largest)
 # Extra overrides:    SET="data.limit=64 data.val=16"   (space-separated key=value, applied to every run)
 # Results:            $RUNS/<config>-<time>/ run folders, $RUNS/logs/<config>.log, $RUNS/table.md,
 #                     $RUNS/compare/report.md (per-class IoU, learning curves and predictions of every run)
@@ -27,6 +28,7 @@ RUNS=${RUNS:-runs/accuracy-cpu}
 CONFIGS=${CONFIGS:-$(ls benchmarks/ablations/*.yaml)}
 SET=${SET:-}
 TTA=${TTA:-}
+LABELS=${LABELS:-}
 DATA=${DATA:-../shared/data/cityscapes_pairs_full}
 case "$CORES" in
     both|split) ;;
@@ -86,5 +88,5 @@ for config in $CONFIGS; do
     folder=$(sed -n 's/^run folder: //p' "$RUNS/logs/$(basename "$config" .yaml).log" | tail -n 1)
     [ -n "$folder" ] && folders+=("$folder")
 done
-python benchmarks/accuracy_table.py --cores "$CORES" ${TTA:+--tta "$TTA"} --out "$RUNS/compare" "${folders[@]}" | tee "$RUNS/table.md"
-echo "wall-clock $(( ($(date +%s) - started) / 60 )) min; rerun: BUDGET=${BUDGET} CORES=${CORES}${TTA:+ TTA=$TTA}${SET:+ SET=\"$SET\"} bash benchmarks/accuracy_cpu.sh (CONFIGS: $(echo $CONFIGS | wc -w) files)"
+python benchmarks/accuracy_table.py --cores "$CORES" ${TTA:+--tta "$TTA"} ${LABELS:+--label-size $LABELS} --out "$RUNS/compare" "${folders[@]}" | tee "$RUNS/table.md"
+echo "wall-clock $(( ($(date +%s) - started) / 60 )) min; rerun: BUDGET=${BUDGET} CORES=${CORES}${TTA:+ TTA=$TTA}${LABELS:+ LABELS=\"$LABELS\"}${SET:+ SET=\"$SET\"} bash benchmarks/accuracy_cpu.sh (CONFIGS: $(echo $CONFIGS | wc -w) files)"
