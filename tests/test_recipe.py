@@ -218,3 +218,13 @@ def test_each_lever_changes_its_baseline_but_not_the_conditions_it_is_judged_und
         assert path.stem == "baseline" or changed, path.name
         assert not changed & fixed, path.name
         assert path.read_text().startswith("# Lever") or path.stem == "baseline", path.name
+
+
+def test_the_longer_budget_recipe_changes_only_the_budget_and_keeps_the_warm_up_steps():
+    short, long = (config.load(f"fastscnn_cityscapes-pairs_256x256_cpu-{n}min") for n in (35, 140))
+    changed = {k for k, v in _flat(long).items() if v != _flat(short)[k]}
+    assert changed == {"train.max_minutes", "train.epochs", "optimizer.warmup"}
+    steps_per_epoch = -(-(2975 - short["data"]["val"]) // short["train"]["batch_size"])
+    warmup_steps = [round(cfg["optimizer"]["warmup"] * cfg["train"]["epochs"] * steps_per_epoch) for cfg in (short, long)]
+    assert warmup_steps[0] == warmup_steps[1] == 100
+    assert long["train"]["epochs"] > 60  # a ceiling the budget does not reach: 140 minutes on two cores is about 55
