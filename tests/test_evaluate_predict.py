@@ -1,7 +1,9 @@
 """segkit.evaluate and segkit.predict on a trained stand-in run, checked against direct model calls and numpy."""
 
+import hashlib
 import json
 import re
+import shutil
 
 import cv2
 import keras
@@ -9,9 +11,10 @@ import numpy as np
 import pytest
 
 import segkit
-from segkit import data, metrics, models
+from segkit import data, files, metrics, models
 from segkit.errors import SegkitError
 from segkit.workflows import evaluate
+from segkit.workflows import predict as predict_module
 from training_support import (band_by_shifts, boundary_scores, brute_force_confusion, brute_force_iou, predict_classes,
                               prepared_synthetic, softmax, tiny_config, train_with_stand_in, upsample_bilinear)
 
@@ -365,6 +368,37 @@ def test_predict_replaces_only_files_it_wrote_itself(trained, tmp_path):
     with pytest.raises(SegkitError, match=r"out holds a_mask.png, which segkit predict did not write \(or which changed"):
         segkit.predict(run.path, [images], out=out)
     assert (out / "a_mask.png").read_bytes() == b"edited by hand"
+
+
+def test_predict_records_its_outputs_in_blocks_and_a_call_killed_midway_leaves_them_replaceable(trained, tmp_path,
+                                                                                                monkeypatch):
+    run, _ = trained
+    images = _write_images(tmp_path / "images", [f"{i}.png" for i in range(5)])
+    out = tmp_path / "out"
+    saves = []
+    save = files.Ledger.save
+    monkeypatch.setattr(files.Ledger, "save", lambda ledger: (saves.append(len(ledger.digests)), save(ledger)))
+    monkeypatch.setattr(predict_module, "BLOCK_IMAGES", 2)
+    written = segkit.predict(run.path, [images], out=out)
+    assert saves == [4, 8, 10]  # one rewrite per block of two images (two files each), not one per image
+    ledger = json.loads((out / predict_module.LEDGER).read_text())["segkit_predict"]
+    assert ledger == {p.name: [hashlib.sha256(p.read_bytes()).hexdigest()] for p in written}
+    predict = models.predict_probabilities
+    calls = []
+
+    def failing_on_the_fourth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(models, "predict_probabilities", failing_on_the_fourth)
+    shutil.rmtree(out)
+    with pytest.raises(KeyboardInterrupt):
+        segkit.predict(run.path, [images], out=out)
+    assert sorted(p.name for p in out.glob("*.png")) == ["0_mask.png", "0_overlay.png", "1_mask.png", "1_overlay.png"]
+    monkeypatch.setattr(models, "predict_probabilities", predict)
+    assert len(segkit.predict(run.path, [images], out=out)) == 10  # the first block's files are segkit's: replaced
 
 
 def test_predict_refuses_a_read_only_or_file_out_before_loading_the_model(trained, read_only_folder, tmp_path, monkeypatch):

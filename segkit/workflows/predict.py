@@ -17,6 +17,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUT_KINDS = ("mask", "overlay")
 # Hidden in --out: the name and digest of every file predict wrote there, so a later call replaces only those.
 LEDGER = ".segkit-predict.json"
+# The ledger is rewritten whole each time it records files, so outputs are written in blocks of images: a save per
+# image would cost time quadratic in the folder's size. Bounded in bytes too, as each block waits in memory.
+BLOCK_IMAGES, BLOCK_BYTES = 32, 64 << 20
 
 
 def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False, masks=False, every=1) -> list[Path]:
@@ -47,18 +50,39 @@ def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False, m
     written = []
     with files.writing_into(out, "--out"):
         out.mkdir(parents=True, exist_ok=True)
-        for number, path in enumerate(readable, start=1):
-            start = time.perf_counter()
-            image = read_image(path)
-            tiles = loading.window_for(net, image.shape[:2], window)
-            mask = models.predict_probabilities(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
-            pictures = {"mask": viz.colorize(mask, colors), "overlay": viz.overlay(image, mask, colors)}
-            written += ledger.write({name: png_bytes(pictures[kind]) for kind, name in _output_names(path).items()})
-            print(f"{number} of {len(readable)}: {path} -> {out / path.stem}_{{mask,overlay}}.png "
-                  f"({time.perf_counter() - start:.2f} s)")
+        predicted = (_outputs(net, path, colors, tta, window) for path in readable)
+        for block in _blocks(enumerate(predicted, start=1)):
+            written += ledger.write({name: data for _, (_, outputs, _) in block for name, data in outputs.items()})
+            for number, (path, _, seconds) in block:
+                print(f"{number} of {len(readable)}: {path} -> {out / path.stem}_{{mask,overlay}}.png "
+                      f"({seconds:.2f} s)")
     if len(readable) < len(paths):
         print(f"skipped {len(paths) - len(readable)} of {len(paths)} images (unreadable)")
     return written
+
+
+def _outputs(net, path: Path, colors, tta, window) -> tuple[Path, dict[str, bytes], float]:
+    """(path, {output file name: PNG bytes}, seconds taken) for one image."""
+    start = time.perf_counter()
+    image = read_image(path)
+    tiles = loading.window_for(net, image.shape[:2], window)
+    mask = models.predict_probabilities(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
+    pictures = {"mask": viz.colorize(mask, colors), "overlay": viz.overlay(image, mask, colors)}
+    outputs = {name: png_bytes(pictures[kind]) for kind, name in _output_names(path).items()}
+    return path, outputs, time.perf_counter() - start
+
+
+def _blocks(numbered_outputs):
+    """Lists of consecutive (number, _outputs(...)) items, at most BLOCK_IMAGES long or just over BLOCK_BYTES."""
+    block, size = [], 0
+    for item in numbered_outputs:
+        block.append(item)
+        size += sum(map(len, item[1][1].values()))
+        if len(block) == BLOCK_IMAGES or size >= BLOCK_BYTES:
+            yield block
+            block, size = [], 0
+    if block:
+        yield block
 
 
 def _output_names(path: Path) -> dict[str, str]:
