@@ -23,6 +23,23 @@ def sm():
     return segmentation_models
 
 
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """16 prepared synthetic pairs of 32x32 (tiny_config holds out 4), made once per test module."""
+    from training_support import prepared_synthetic  # imported here: it loads Keras, which most tests never need
+
+    return prepared_synthetic(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """segkit.train builds the tiny stand-in model instead of the configured one: a run folder in seconds."""
+    from segkit.workflows import train as train_module
+    from training_support import tiny_model
+
+    monkeypatch.setattr(train_module, "build_model", tiny_model)
+
+
 @pytest.fixture
 def read_only_folder(tmp_path):
     """An empty folder on a small tmpfs mounted read-only: writes fail with EROFS even for root (where chmod

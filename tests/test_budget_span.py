@@ -12,7 +12,7 @@ import segkit
 from segkit.errors import SegkitError
 from segkit.workflows import callbacks, config, optim, runs
 from segkit.workflows import train as train_module
-from training_support import Killed, kill_at_commit, prepared_synthetic, tiny_config, tiny_model
+from training_support import Killed, kill_at_commit, tiny_config, tiny_model
 
 
 def rates(schedule, steps):
@@ -78,11 +78,6 @@ def test_the_budget_span_ends_the_decay_at_the_step_where_the_budget_runs_out():
 
     _, fixed = fit_on_fake_time(budget_span=False)
     assert len(fixed) == 41 and fixed[-1] == pytest.approx(0.1 * (1 - 40 / 100))  # the epoch span stops at 60 %
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return prepared_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def train_on_fake_time(dataset, tmp_path, monkeypatch, span):

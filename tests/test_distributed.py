@@ -21,7 +21,7 @@ import segkit
 from support import REPO
 from segkit.errors import SegkitError
 from segkit.workflows import config as config_lib
-from training_support import prepared_synthetic, tiny_config
+from training_support import tiny_config
 
 SCRIPT = r"""
 import json, os, sys
@@ -44,11 +44,6 @@ print("RESULTS " + json.dumps(results))
 """
 
 CASES = {"tensorflow": "mirrored", "jax": "data_parallel"}
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return prepared_synthetic(tmp_path_factory.mktemp("dist"))
 
 
 @pytest.mark.slow

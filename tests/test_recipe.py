@@ -18,7 +18,7 @@ from segkit.errors import SegkitError
 from segkit.workflows import config, optim
 from segkit.workflows import train as train_module
 from segkit.workflows.callbacks import EmaWeights
-from training_support import prepared_synthetic, tiny_config, tiny_model
+from training_support import tiny_config, tiny_model
 
 
 def schedule_values(schedule, steps):
@@ -109,11 +109,6 @@ def test_validation_uses_the_hand_computed_weight_average_and_training_continues
     with ema.swapped():
         for got, want in zip(model.trainable_variables, averages[-1]):
             np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return prepared_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def test_best_keras_holds_the_average_that_validation_scored(dataset, tmp_path, monkeypatch):

@@ -27,19 +27,9 @@ from segkit.workflows import run_report, runs
 from segkit.workflows import train as train_module
 from segkit.workflows.callbacks import RunRecorder
 from support import tmpfs
-from training_support import brute_force_run_scores, prepared_synthetic, tiny_config, tiny_model
+from training_support import brute_force_run_scores, tiny_config
 
 STAND_IN_CLI = Path(__file__).with_name("stand_in_cli.py")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return prepared_synthetic(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture
-def stand_in(monkeypatch):
-    monkeypatch.setattr(train_module, "build_model", tiny_model)
 
 
 @pytest.fixture

@@ -18,16 +18,6 @@ from segkit.workflows import train as train_module
 from training_support import Killed, brute_force_run_scores, kill_at_commit, prepared_synthetic, tiny_config, tiny_model
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return prepared_synthetic(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture
-def stand_in(monkeypatch):
-    monkeypatch.setattr(train_module, "build_model", tiny_model)
-
-
 def _train(config, runs_dir, **kwargs):
     return segkit.train(config, runs_dir=runs_dir, verbose=0, **kwargs)
 

@@ -12,12 +12,7 @@ import pytest
 from segkit import data
 from segkit.workflows import config, datasets, optim
 from segkit.workflows import train as train_module
-from training_support import prepared_synthetic, tiny_config, train_with_stand_in
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return prepared_synthetic(tmp_path_factory.mktemp("data"))
+from training_support import tiny_config, train_with_stand_in
 
 
 def test_median_class_weights_give_the_hand_computed_validation_loss(dataset, tmp_path):

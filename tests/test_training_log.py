@@ -9,18 +9,10 @@ import pandas as pd
 import pytest
 
 import segkit
-from segkit.workflows import train as train_module
-from training_support import prepared_synthetic, tiny_config, tiny_model
+from training_support import tiny_config
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return prepared_synthetic(tmp_path_factory.mktemp("data"))  # 16 pairs, 4 held out: 6 steps of 2 an epoch
-
-
-@pytest.fixture(autouse=True)
-def stand_in(monkeypatch):
-    monkeypatch.setattr(train_module, "build_model", tiny_model)
+pytestmark = pytest.mark.usefixtures("stand_in")
 
 
 class Terminal(io.StringIO):
