@@ -80,7 +80,8 @@ def _compare(args):
 
     from segkit.workflows import compare
 
-    result = segkit.compare(args.runs, out=args.out, latency=not args.no_latency, tta=args.tta, label_size=args.label_size)
+    result = segkit.compare(args.runs, out=args.out, latency=not args.no_latency, tta=args.tta, label_size=args.label_size,
+                            names=args.names)
     print(compare.table_text(result["table"]))
 
 
@@ -139,6 +140,8 @@ def _add_model_commands(sub):
                    help="score and time every run with the horizontally flipped prediction averaged in (two forward passes)")
     p.add_argument("--label-size", type=int, nargs=2, metavar=("H", "W"),
                    help="runs validated on the same items at different sizes: judge at this size's labels (default: the largest)")
+    p.add_argument("--names", nargs="+", metavar="NAME",
+                   help="one name per RUN_DIR, in order, for the table's rows and the figures' legends (default: config names)")
     p.set_defaults(run=_compare)
 
     p = sub.add_parser("export", help="export a model and check the export's outputs match")

@@ -77,6 +77,17 @@ def test_compare_passes_flip_tta_to_the_api(trained, tmp_path, capsys):
     assert result["table"]["TTA"].tolist() == ["flip"]
 
 
+def test_compare_passes_names_to_the_api(trained, tmp_path, capsys):
+    _, first, second = trained
+    args = ["compare", str(first.path), str(second.path), "--out", str(tmp_path / "cli"), "--no-latency"]
+    assert cli.main([*args, "--names", "short", "long"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("long ")
+    result = segkit.compare([first.path, second.path], out=tmp_path / "api", latency=False, names=["short", "long"])
+    assert (tmp_path / "cli" / "report.md").read_text() == result["report"].read_text()
+    assert cli.main([*args, "--names", "one"]) == 2
+    assert "1 names given for 2 runs" in capsys.readouterr().err
+
+
 def test_export_writes_an_onnx_file_with_the_keras_logits(trained, tmp_path):
     _, run, _ = trained
     out = tmp_path / "model.onnx"

@@ -35,7 +35,7 @@ BOUNDARY_ACCURACY = f"boundary acc ({metrics.BOUNDARY_WIDTH} px)"
 BOUNDARY_MIOU = f"boundary mIoU ({metrics.BOUNDARY_WIDTH} px)"
 
 
-def compare(run_dirs, *, out, latency=True, tta=None, label_size=None) -> dict:
+def compare(run_dirs, *, out, latency=True, tta=None, label_size=None, names=None) -> dict:
     """Compares finished runs; writes `out`/report.md and figures; returns {"report", "table", "per_class"}.
 
     table: one row per run (mIoU, pixel accuracy, the same two over the boundary band, parameters, GFLOPs,
@@ -48,14 +48,22 @@ def compare(run_dirs, *, out, latency=True, tta=None, label_size=None) -> dict:
         tta: None, or "flip": every run scored and timed on each image and its mirror, softmax averaged.
         label_size: (H, W) of the labels to judge at, when the runs were validated on the same items prepared at
             different sizes: one of those sizes (default: the largest, which keeps the most label detail).
+        names: one name per run for the table's rows, the figures' legends and the confusion files (default: each
+            run's config name, or its folder's name where two runs share a config).
+
+    Example:
+        segkit.compare(["runs/a", "runs/b"], out="comparison", names=["35 min", "70 min"])
     """
     if len(run_dirs) < 1:
         raise SegkitError("compare needs at least one run folder")
     evaluate.check_tta(tta)
     out = files.check_writable_folder(out, "--out")
     _check_each_run_once(run_dirs)
+    _check_names(names, run_dirs)
     entries = [_load(path) for path in run_dirs]
     _name_uniquely(entries)
+    for entry, name in zip(entries, names or []):
+        entry["name"] = name
     _check_same_classes(entries)
     ledger = files.Ledger(out, LEDGER, "segkit_compare")
     _check_outputs_replaceable(out, ledger, _output_names(entries))
@@ -124,6 +132,21 @@ def _check_each_run_once(run_dirs) -> None:
         if first is not path:
             same = "" if str(first) == str(path) else f" (as {first} and {path})"
             raise SegkitError(f"run {first} is given twice{same}; name each run once")
+
+
+def _check_names(names, run_dirs) -> None:
+    """One distinct, non-empty name per run, fit to be part of a file name (confusion_NAME.png)."""
+    if names is None:
+        return
+    names = list(names)
+    if len(names) != len(run_dirs):
+        raise SegkitError(f"{len(names)} names given for {len(run_dirs)} runs; give one name per run, in order")
+    for name in names:
+        if not name.strip() or any(c in name for c in "/\\\0") or name.startswith("."):
+            raise SegkitError(f"run name {name!r} cannot name a file (confusion_{name}.png): use letters, digits, "
+                              "spaces, '-' or '_'")
+        if names.count(name) > 1:
+            raise SegkitError(f"run name {name!r} is given twice; names must differ")
 
 
 def _output_names(entries) -> list[str]:
