@@ -6,6 +6,7 @@
 #   benchmarks/ablations/  levers on the Fast-SCNN recipe with plain cross-entropy (the default set: 15 configs, two
 #                          at a time x 25 min, about 3 h 30 min);
 #   benchmarks/levers/     levers on the shipped recipe (OHEM): CONFIGS="$(ls benchmarks/levers/*.yaml)".
+# Shipped configs work the same (the budget tables, and the CamVid table with DATA=../shared/data/camvid11_large).
 #
 # Run from anywhere:  bash benchmarks/accuracy_cpu.sh
 # Budget per run:     BUDGET=25 (minutes; training stops after the step that reaches it, then validates and saves)
