@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The lever tables of docs/benchmarks.md: trains a set of configs from scratch for the same wall-clock budget, then
 # prints config, minutes, epochs, held-out mIoU, boundary scores, classes at zero IoU, params and GFLOPs from the run
-# folders (accuracy_table.py: segkit.compare scores every run on the same held-out items at 256x256 labels, each model
-# fed at its trained size). Two sets of configs, one lever per file:
+# folders (accuracy_table.py: segkit.compare scores every run on the same held-out items at the largest trained size's
+# labels, or LABELS, each model fed at its trained size). Two sets of configs, one lever per file:
 #   benchmarks/ablations/  levers on the Fast-SCNN recipe with plain cross-entropy (the default set: 15 configs, two
 #                          at a time x 25 min, about 3 h 30 min);
 #   benchmarks/levers/     levers on the shipped recipe (OHEM): CONFIGS="$(ls benchmarks/levers/*.yaml)".
