@@ -3,6 +3,7 @@
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -50,34 +51,40 @@ def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False, m
     written = []
     with files.writing_into(out, "--out"):
         out.mkdir(parents=True, exist_ok=True)
-        predicted = (_outputs(net, path, colors, tta, window) for path in readable)
-        for block in _blocks(enumerate(predicted, start=1)):
-            written += ledger.write({name: data for _, (_, outputs, _) in block for name, data in outputs.items()})
-            for number, (path, _, seconds) in block:
-                print(f"{number} of {len(readable)}: {path} -> {out / path.stem}_{{mask,overlay}}.png "
-                      f"({seconds:.2f} s)")
+        predicted = (_predicted(net, number, path, colors, tta, window) for number, path in enumerate(readable, start=1))
+        for block in _blocks(predicted):
+            written += ledger.write({name: data for item in block for name, data in item.outputs.items()})
+            for item in block:
+                print(f"{item.number} of {len(readable)}: {item.path} -> {out / item.path.stem}_{{mask,overlay}}.png "
+                      f"({item.seconds:.2f} s)")
     if len(readable) < len(paths):
         print(f"skipped {len(paths) - len(readable)} of {len(paths)} images (unreadable)")
     return written
 
 
-def _outputs(net, path: Path, colors, tta, window) -> tuple[Path, dict[str, bytes], float]:
-    """(path, {output file name: PNG bytes}, seconds taken) for one image."""
+class Predicted(NamedTuple):
+    number: int  # 1-based position among the inputs
+    path: Path
+    outputs: dict[str, bytes]  # output file name: PNG bytes
+    seconds: float
+
+
+def _predicted(net, number: int, path: Path, colors, tta, window) -> Predicted:
     start = time.perf_counter()
     image = read_image(path)
     tiles = loading.window_for(net, image.shape[:2], window)
     mask = models.predict_probabilities(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
     pictures = {"mask": viz.colorize(mask, colors), "overlay": viz.overlay(image, mask, colors)}
     outputs = {name: png_bytes(pictures[kind]) for kind, name in _output_names(path).items()}
-    return path, outputs, time.perf_counter() - start
+    return Predicted(number, path, outputs, time.perf_counter() - start)
 
 
-def _blocks(numbered_outputs):
-    """Lists of consecutive (number, _outputs(...)) items, at most BLOCK_IMAGES long or just over BLOCK_BYTES."""
+def _blocks(predicted):
+    """Lists of consecutive Predicted items, at most BLOCK_IMAGES long or just over BLOCK_BYTES."""
     block, size = [], 0
-    for item in numbered_outputs:
+    for item in predicted:
         block.append(item)
-        size += sum(map(len, item[1][1].values()))
+        size += sum(map(len, item.outputs.values()))
         if len(block) == BLOCK_IMAGES or size >= BLOCK_BYTES:
             yield block
             block, size = [], 0
