@@ -71,8 +71,8 @@ def _evaluate(args):
 def _predict(args):
     import segkit
 
-    segkit.predict(args.model_path, args.inputs, out=args.out, tta=args.tta, window=args.window, skip_bad=args.skip_bad,
-                   masks=args.masks, every=args.every)
+    segkit.predict(args.model_path, args.inputs, out=args.out, input_size=args.input_size, tta=args.tta,
+                   window=args.window, skip_bad=args.skip_bad, masks=args.masks, every=args.every)
 
 
 def _compare(args):
@@ -126,7 +126,10 @@ def _add_model_commands(sub):
     p.add_argument("--every", type=int, default=1, metavar="N",
                    help="videos: keep one frame in N; the overlay video then plays at the source fps / N")
     p.add_argument("--tta", choices=("flip",))
-    p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"), help="sliding-window tiles for large images")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="resize each image (or frame) to H x W for the model; default: the size it was trained at")
+    p.add_argument("--window", type=int, nargs=2, metavar=("H", "W"),
+                   help="instead predict each image at its own resolution in H x W tiles (a model trained on crops)")
     p.add_argument("--skip-bad", action="store_true", help="leave out unreadable images (each reported in one line) instead of stopping")
     p.set_defaults(run=_predict)
 

@@ -13,7 +13,7 @@ import pytest
 import segkit
 from segkit import data, files, metrics, models
 from segkit.errors import SegkitError
-from segkit.workflows import evaluate
+from segkit.workflows import evaluate, loading
 from segkit.workflows import predict as predict_module
 from training_support import (band_by_shifts, boundary_scores, brute_force_confusion, brute_force_iou, predict_classes,
                               prepared_synthetic, softmax, tiny_config, train_with_stand_in, upsample_bilinear)
@@ -101,6 +101,91 @@ def test_predict_writes_masks_and_overlays_of_each_input_size(trained, tmp_path)
     expected = colors[predict_classes(keras.saving.load_model(run.path / "best.keras"), image[None])[0]]
     got = cv2.imread(str(tmp_path / "out" / "square_mask.png"))[..., ::-1]
     np.testing.assert_array_equal(got, expected)
+
+
+def _expected_classes(model, image, size):
+    """The classes of `image` with the model fed at `size` and its softmax upsampled back, by hand (cv2 to shrink
+    or grow as data preparation does, numpy bilinear back), and where the two best classes are within rounding."""
+    grow = size[0] * size[1] > image.shape[0] * image.shape[1]
+    fed = cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR if grow else cv2.INTER_AREA)
+    logits = keras.ops.convert_to_numpy(model(fed[None].astype("float32"))).astype(np.float64)
+    probs = upsample_bilinear(softmax(logits), image.shape[:2])[0]
+    top_two = np.sort(probs, axis=-1)[..., -2:]
+    return probs.argmax(-1), top_two[..., 1] - top_two[..., 0] < 1e-5
+
+
+@pytest.mark.parametrize("size", [(64, 96), (20, 24)], ids=["larger", "smaller"])
+def test_predict_feeds_each_image_whole_at_the_size_the_model_was_trained_at(trained, tmp_path, capsys, size):
+    run, _ = trained
+    image = np.random.default_rng(5).integers(0, 256, (*size, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "photo.png"), image[..., ::-1])
+    segkit.predict(run.path, [tmp_path / "photo.png"], out=tmp_path / "out")
+    assert "the model sees each image resized to 32x32 (the size it was trained at)" in capsys.readouterr().out
+    colors = np.asarray(run.dataset["colors"], np.uint8)
+    expected, near_tie = _expected_classes(keras.saving.load_model(run.path / "best.keras"), image, (32, 32))
+    got = cv2.imread(str(tmp_path / "out" / "photo_mask.png"))[..., ::-1]
+    assert near_tie.mean() < 0.01
+    np.testing.assert_array_equal(got[~near_tie], colors[expected][~near_tie])
+
+
+def test_predict_window_tiles_each_image_at_its_own_size_instead(trained, tmp_path, capsys):
+    run, _ = trained
+    image = np.random.default_rng(6).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "photo.png"), image[..., ::-1])
+    segkit.predict(run.path, [tmp_path / "photo.png"], out=tmp_path / "out", window=(32, 32))
+    assert "at its own size, in overlapping 32x32 tiles" in capsys.readouterr().out
+    model = keras.saving.load_model(run.path / "best.keras")
+    colors = np.asarray(run.dataset["colors"], np.uint8)
+    expected = models.predict_probabilities(model, image, window=(32, 32)).argmax(-1)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / "photo_mask.png"))[..., ::-1], colors[expected])
+    assert not np.array_equal(expected, _expected_classes(model, image, (32, 32))[0])  # tiling is not resizing
+
+
+def _channel_model_file(path, input_shape=(None, None, 3)):
+    """A .keras file of a model whose three class logits are a pixel's R, G, B over 32; no run, no recorded size."""
+    inputs = keras.Input(input_shape)
+    model = keras.Model(inputs, keras.layers.Rescaling(1 / 32)(inputs))
+    loading.save_model(model, path, classes=["red", "green", "blue"], colors=[[255, 0, 0], [0, 255, 0], [0, 0, 255]])
+    return model
+
+
+def test_predict_input_size_feeds_a_model_of_no_fixed_size_at_that_size(tmp_path, capsys):
+    model = _channel_model_file(tmp_path / "channels.keras")
+    image = np.random.default_rng(7).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "photo.png"), image[..., ::-1])
+    colors = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+    segkit.predict(tmp_path / "channels.keras", [tmp_path / "photo.png"], out=tmp_path / "own")
+    assert "at its own size (the model file records no training size" in capsys.readouterr().out
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "own" / "photo_mask.png"))[..., ::-1], colors[image.argmax(-1)])
+    segkit.predict(tmp_path / "channels.keras", [tmp_path / "photo.png"], out=tmp_path / "small", input_size=(10, 15))
+    assert "resized to 10x15 (--input-size)" in capsys.readouterr().out
+    expected, near_tie = _expected_classes(model, image, (10, 15))
+    got = cv2.imread(str(tmp_path / "small" / "photo_mask.png"))[..., ::-1]
+    assert near_tie.mean() < 0.01
+    np.testing.assert_array_equal(got[~near_tie], colors[expected][~near_tie])
+
+
+def test_the_trained_size_is_the_fixed_input_else_the_runs_image_size(trained, tmp_path):
+    run, _ = trained
+    free = _channel_model_file(tmp_path / "free.keras")
+    assert loading.trained_size(free) is None
+    assert loading.trained_size(free, run) == tuple(run.dataset["image_size"]) == (32, 32)
+    assert loading.trained_size(_channel_model_file(tmp_path / "fixed.keras", (24, 40, 3)), run) == (24, 40)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"input_size": (32, 32), "window": (32, 32)}, "--input-size resizes each image whole and --window tiles it"),
+    ({"input_size": (0, 32)}, r"--input-size must be two positive integers \(H, W\), got \(0, 32\)"),
+    ({"input_size": "32x32"}, "--input-size must be two positive integers"),
+    ({"input_size": (64, 64)}, "the model takes 32x32 images only; it cannot be fed at --input-size 64 64"),
+])
+def test_predict_refuses_an_input_size_it_cannot_feed_before_writing_anything(trained, tmp_path, options, message):
+    run, _ = trained
+    folder = _write_images(tmp_path / "images", ["a.png"])
+    with pytest.raises(SegkitError, match=message) as err:
+        segkit.predict(run.path, [folder], out=tmp_path / "out", **options)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +354,12 @@ def test_cli_predict_skip_bad_and_one_line_errors(trained, tmp_path, capsys):
     assert cli.main(["predict", str(run.path), str(folder), "--out", str(tmp_path / "out"), "--skip-bad"]) == 0
     assert "skipped 1 of 2 images" in capsys.readouterr().out
     assert (tmp_path / "out" / "a_mask.png").is_file()
+    good = str(folder / "a.png")
+    assert cli.main(["predict", str(run.path), good, "--out", str(tmp_path / "sized"), "--input-size", "32", "32"]) == 0
+    assert "resized to 32x32 (--input-size)" in capsys.readouterr().out
+    assert cli.main(["predict", str(run.path), good, "--out", str(tmp_path / "no"), "--input-size", "64", "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("segkit: error: the model takes 32x32 images only") and err.count("\n") == 1
     for args in (["--batch-size", "0"], ["--batch-size", "-3"], ["--json", str(tmp_path / "no" / "x.json")]):
         assert cli.main(["evaluate", str(run.path), "--data", str(trained[1]), *args]) == 2
         err = capsys.readouterr().err

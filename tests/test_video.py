@@ -116,11 +116,13 @@ def test_every_nth_frame_at_the_source_rate_over_n(model_file, clip, tmp_path, c
                         r"one frame in 3 kept, so the video plays at 4 fps", closing)
 
 
-def test_a_fixed_size_model_sees_frames_at_its_size_and_its_probabilities_resized_back(tmp_path):
-    model = channel_model((16, 24, 3))
-    model.save(tmp_path / "fixed.keras")
+@pytest.mark.parametrize("input_shape, options", [((16, 24, 3), {}), ((None, None, 3), {"input_size": (16, 24)})],
+                         ids=["fixed-size model", "input_size"])
+def test_frames_are_fed_at_the_models_size_and_its_probabilities_resized_back(tmp_path, input_shape, options):
+    model = channel_model(input_shape)
+    model.save(tmp_path / "model.keras")
     clip = write_video(tmp_path / "clip.mp4", frames=5)
-    written = segkit.predict(tmp_path / "fixed.keras", clip, out=tmp_path / "out", masks=True)
+    written = segkit.predict(tmp_path / "model.keras", clip, out=tmp_path / "out", masks=True, **options)
     for frame, path in zip(decoded_frames(clip), written[1:]):
         shrunk = cv2.resize(frame, (24, 16), interpolation=cv2.INTER_AREA)
         logits = keras.ops.convert_to_numpy(model(shrunk[None].astype("float32"))).astype(np.float64)
@@ -230,6 +232,7 @@ def test_an_interrupted_video_leaves_none_of_its_files(model_file, clip, tmp_pat
     (["a.png"], {"masks": True}, "apply to videos"),
     (["a.png"], {"every": 2}, "apply to videos"),
     (["clip.mp4"], {"every": 0}, "every must be a positive integer, got 0"),
+    (["clip.mp4"], {"input_size": (16, -1)}, "--input-size must be two positive integers"),
     (["clip.mp4", "other/clip.mov"], {}, "would both be written as clip_overlay.mp4"),
 ])
 def test_options_and_inputs_that_do_not_go_together(model_file, clip, tmp_path, inputs, options, message):

@@ -92,8 +92,7 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
     check_tta(tta)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SegkitError(f"batch size must be a positive integer, got {batch_size!r}")
-    if input_size is not None and not _is_size(input_size):
-        raise SegkitError(f"input size must be two positive integers (H, W), got {input_size!r}")
+    input_size = checked_size(input_size, "input size")
     if json_path is not None:
         files.check_writable_file(json_path, "--json")  # before the evaluation, which may take an hour
     net, _ = load_model(model_path)
@@ -101,7 +100,6 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
     datasets.check_num_classes(num_classes_of(net), len(dataset.classes), model_path, path)
     check_classes(model_path, trained_classes(model_path), path, dataset.classes)
     count = int(dataset.images.shape[0])
-    input_size = None if input_size is None else tuple(int(v) for v in input_size)
     cm, boundary_cm = confusion(net, dataset.images, dataset.masks, np.arange(count), num_classes=len(dataset.classes),
                    batch_size=batch_size, tta=tta, input_size=input_size)
     result = {"model": str(model_path), "data": str(path), "num_items": count, "tta": tta,
@@ -128,9 +126,14 @@ def check_tta(tta) -> None:
         raise SegkitError(f"tta={tta!r} is not supported; use flip or none")
 
 
-def _is_size(value) -> bool:
-    return (isinstance(value, (tuple, list)) and len(value) == 2
-            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value))
+def checked_size(value, what: str) -> tuple[int, int] | None:
+    """`value` as an (H, W) tuple of two positive integers, None as None; a one-line error naming `what` otherwise."""
+    if value is None:
+        return None
+    if not (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise SegkitError(f"{what} must be two positive integers (H, W), got {value!r}")
+    return tuple(int(v) for v in value)
 
 
 def _or_none(value):

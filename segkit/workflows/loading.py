@@ -276,6 +276,17 @@ def num_classes_of(model) -> int:
     return int(keras.tree.flatten(model.output)[0].shape[-1])
 
 
+def trained_size(model, run=None) -> tuple[int, int] | None:
+    """(H, W) the model saw whole images at in training: its fixed input size, else its run's prepared image size
+    (dataset.json); None for a model file of no fixed size from elsewhere."""
+    fixed = keras.tree.flatten(model.input)[0].shape[1:3]
+    if None not in fixed:
+        return tuple(int(side) for side in fixed)
+    if run is not None and run.file(runs.DATASET).is_file():
+        return tuple(int(side) for side in run.dataset["image_size"])
+    return None
+
+
 def window_for(model, size, window=None):
     """Sliding-window tiles for images larger than a fixed-size model's input; None when padding suffices."""
     if window is not None:

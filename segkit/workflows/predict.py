@@ -12,7 +12,7 @@ from segkit import files, models, viz
 from segkit.data.palette import TRAIN_CLASS_COLORS
 from segkit.data.readers import read_image
 from segkit.errors import SegkitError
-from segkit.workflows import loading, runs
+from segkit.workflows import evaluate, loading, runs
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUT_KINDS = ("mask", "overlay")
@@ -23,12 +23,16 @@ LEDGER = ".segkit-predict.json"
 BLOCK_IMAGES, BLOCK_BYTES = 32, 64 << 20
 
 
-def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False, masks=False, every=1) -> list[Path]:
+def predict(model_path, inputs, *, out, input_size=None, tta=None, window=None, skip_bad=False, masks=False,
+            every=1) -> list[Path]:
     """Writes `<stem>_mask.png` (class colours) and `<stem>_overlay.png` per image into `out`; returns the paths.
 
-    model_path: a run folder or .keras file. inputs: image files and/or folders of images of any size: smaller
-    than the model's input they are padded and cropped back, larger they are predicted in overlapping tiles
-    of the model's input size (or of `window` (h, w) when given).
+    model_path: a run folder or .keras file. inputs: image files and/or folders of images of any size.
+    The model sees each image whole, resized to the size it was trained at (`fed_size`), and its class
+    probabilities are resized back to the image's size: a model trained on street scenes at 256x256 sees a
+    2048x1024 photo as it saw its training images. `input_size` (H, W) feeds another size (a model of no
+    fixed input only). `window` (h, w) instead predicts each image at its own resolution in overlapping tiles of
+    that size: for a model trained on crops of full-resolution images.
     Every input is read before anything is written: an unreadable image stops the call with nothing written,
     or with `skip_bad` is reported in one line and left out (with a count at the end).
     Video files (.mp4, .avi, .mov) instead get `<stem>_overlay.mp4`, and with `masks` per-frame class-index PNGs,
@@ -37,9 +41,11 @@ def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False, m
     from segkit.workflows import video  # imported here: video.py builds on this module
 
     if video.handles(inputs, tta=tta, window=window, skip_bad=skip_bad, masks=masks, every=every):
-        return video.predict_video(model_path, inputs, out=out, masks=masks, every=every)
+        return video.predict_video(model_path, inputs, out=out, input_size=input_size, masks=masks, every=every)
+    input_size = _checked_input_size(input_size, window)
     out = files.check_writable_folder(out, "--out")
     net, run = loading.load_model(model_path)
+    size = fed_size(net, run, input_size, window)
     colors = class_colors(run, loading.num_classes_of(net), model_path=model_path)
     paths = image_files(inputs)
     _check_output_names(paths)
@@ -48,10 +54,12 @@ def predict(model_path, inputs, *, out, tta=None, window=None, skip_bad=False, m
     _check_outputs_replaceable(readable, out, ledger)
     if window is not None:
         models.check_window(net, window)  # before --out exists: a window the model rejects writes nothing
+    print(f"the model sees each image {_how_fed(size, window, input_size)}")
     written = []
     with files.writing_into(out, "--out"):
         out.mkdir(parents=True, exist_ok=True)
-        predicted = (_predicted(net, number, path, colors, tta, window) for number, path in enumerate(readable, start=1))
+        predicted = (_predicted(net, number, path, colors, tta, window, size)
+                     for number, path in enumerate(readable, start=1))
         for block in _blocks(predicted):
             written += ledger.write({name: data for item in block for name, data in item.outputs.items()})
             for item in block:
@@ -69,11 +77,40 @@ class Predicted(NamedTuple):
     seconds: float
 
 
-def _predicted(net, number: int, path: Path, colors, tta, window) -> Predicted:
+def fed_size(net, run, input_size=None, window=None) -> tuple[int, int] | None:
+    """(H, W) images (and video frames) are resized to before the model sees them: `input_size`, else the size it
+    was trained at (`loading.trained_size`); None, their own size, with a `window` or for a model file of no fixed
+    input from elsewhere. A one-line error when `input_size` is not a size the model takes."""
+    fixed = loading.trained_size(net)
+    if input_size is not None and fixed is not None and tuple(input_size) != fixed:
+        raise SegkitError(f"the model takes {fixed[0]}x{fixed[1]} images only; it cannot be fed at --input-size "
+                          f"{input_size[0]} {input_size[1]}")
+    if window is not None:
+        return None
+    return tuple(input_size) if input_size is not None else loading.trained_size(net, run)
+
+
+def _checked_input_size(input_size, window):
+    input_size = evaluate.checked_size(input_size, "--input-size")
+    if input_size is not None and window is not None:
+        raise SegkitError("--input-size resizes each image whole and --window tiles it at its own size; give one of them")
+    return input_size
+
+
+def _how_fed(size, window, input_size) -> str:
+    if window is not None:
+        return f"at its own size, in overlapping {window[0]}x{window[1]} tiles"
+    if size is None:
+        return "at its own size (the model file records no training size; --input-size H W resizes)"
+    why = "--input-size" if input_size is not None else "the size it was trained at"
+    return f"resized to {size[0]}x{size[1]} ({why}), and its mask resized back to the image's size"
+
+
+def _predicted(net, number: int, path: Path, colors, tta, window, size) -> Predicted:
     start = time.perf_counter()
     image = read_image(path)
-    tiles = loading.window_for(net, image.shape[:2], window)
-    mask = models.predict_probabilities(net, image, tta=tta, window=tiles).argmax(-1).astype(np.uint8)
+    probabilities = evaluate.probabilities_at(net, image[None], input_size=size, tta=tta, window=window)[0]
+    mask = probabilities.argmax(-1).astype(np.uint8)
     pictures = {"mask": viz.colorize(mask, colors), "overlay": viz.overlay(image, mask, colors)}
     outputs = {name: png_bytes(pictures[kind]) for kind, name in _output_names(path).items()}
     return Predicted(number, path, outputs, time.perf_counter() - start)

@@ -20,7 +20,7 @@ from segkit import files, viz
 from segkit.data import resize_image
 from segkit.errors import SegkitError
 from segkit.models import required_multiple
-from segkit.workflows import loading
+from segkit.workflows import evaluate, loading
 from segkit.workflows import predict as image_predict
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov")
@@ -48,33 +48,36 @@ def handles(inputs, *, tta=None, window=None, skip_bad=False, masks=False, every
     if videos and len(videos) < len(inputs):
         raise SegkitError(f"give videos or images, not both (videos: {', '.join(map(str, videos))})")
     if videos and (tta is not None or window is not None or skip_bad):
-        raise SegkitError("--tta, --window and --skip-bad apply to images; videos take --masks and --every")
+        raise SegkitError("--tta, --window and --skip-bad apply to images; videos take --masks, --every and --input-size")
     if not videos and (masks or every != 1):
         raise SegkitError(f"--masks and --every apply to videos ({', '.join(VIDEO_SUFFIXES)}); images always get a mask")
     return bool(videos)
 
 
-def predict_video(model_path, videos, *, out, masks=False, every=1, batch_size=BATCH_SIZE) -> list[Path]:
+def predict_video(model_path, videos, *, out, input_size=None, masks=False, every=1, batch_size=BATCH_SIZE) -> list[Path]:
     """Writes `<name>_overlay.mp4` per video into `out`, at the source frame rate (divided by `every`); returns the paths.
 
     Args:
         model_path (str | Path): a run folder or .keras file.
         videos (str | Path | list): video files (.mp4, .avi, .mov; any codec OpenCV's FFmpeg decodes).
         out (str | Path): the output folder (created).
+        input_size (tuple | None): (H, W) frames are resized to for the model; None: the size it was trained at
+            (`segkit.workflows.predict.fed_size`).
         masks (bool): also write each kept frame's class-index mask as `<name>_frame000123.png`, numbered by the
             frame's place in the source video.
         every (int): keep one frame in `every` (frames 0, N, 2N, ...); the overlay video then plays at source
             fps / N, so it lasts as long as the source.
         batch_size (int): frames per model call.
 
-    Frames are fed to the model at its input size: a model with a fixed input gets them resized to it (its class
-    probabilities resized back), any other gets them resized up to the next multiple of its stride when they are
-    not one already. Every video is opened before anything is written, and the same rules as for images keep
+    The model sees each frame resized to the size it was trained at (or `input_size`), its class probabilities
+    resized back; a model file of no fixed input that records no size sees frames at their own size, resized up to
+    the next multiple of its stride when they are not one already. Every video is opened before anything is written, and the same rules as for images keep
     the user's files: no output replaces an input, or a file in `out` that segkit predict did not write there.
     A video's outputs appear together when it is done: an interrupted one leaves none of its files.
     """
     videos = [Path(videos)] if isinstance(videos, (str, Path)) else [Path(v) for v in videos]
     every, batch_size = _positive("every", every), _positive("batch size", batch_size)
+    input_size = evaluate.checked_size(input_size, "--input-size")
     out = files.check_writable_folder(out, "--out")
     _check_output_names(videos)
     for video in videos:
@@ -82,23 +85,25 @@ def predict_video(model_path, videos, *, out, masks=False, every=1, batch_size=B
     ledger = files.Ledger(out, image_predict.LEDGER, "segkit_predict")
     _check_outputs_replaceable(videos, out, ledger)
     net, run = loading.load_model(model_path)
+    size = image_predict.fed_size(net, run, input_size)
     colors = image_predict.class_colors(run, loading.num_classes_of(net), model_path=model_path)
     written = []
     with files.writing_into(out, "--out"):
         out.mkdir(parents=True, exist_ok=True)
         for video in videos:
-            written += _predict_one(net, colors, video, out, ledger, masks=masks, every=every, batch_size=batch_size)
+            written += _predict_one(net, colors, video, out, ledger, size=size, masks=masks, every=every,
+                                    batch_size=batch_size)
     return written
 
 
-def _predict_one(net, colors, video, out, ledger, *, masks, every, batch_size) -> list[Path]:
+def _predict_one(net, colors, video, out, ledger, *, size, masks, every, batch_size) -> list[Path]:
     target = out / f"{video.stem}_overlay.mp4"
     with files.atomic_path(target) as tmp:
         mask_folder = tmp.parent / "masks"  # beside tmp: moved into `out` only once the video is whole
         mask_folder.mkdir()
         progress = _ProgressLine(video.name) if sys.stderr.isatty() else None
         try:
-            stats = overlay_video(net, video, tmp, colors=colors, every=every,
+            stats = overlay_video(net, video, tmp, colors=colors, every=every, input_size=size,
                                   mask_folder=mask_folder if masks else None, batch_size=batch_size, progress=progress)
         finally:
             if progress is not None:
@@ -151,8 +156,8 @@ def _existing_outputs(video: Path, out: Path) -> list[str]:
     return [f"{video.stem}_overlay.mp4", *masks]
 
 
-def overlay_video(model, video, target, *, colors, every: int = 1, mask_folder=None, batch_size: int = BATCH_SIZE,
-                  progress=None) -> dict:
+def overlay_video(model, video, target, *, colors, every: int = 1, input_size=None, mask_folder=None,
+                  batch_size: int = BATCH_SIZE, progress=None) -> dict:
     """Streams `video` through `model` into the overlay video `target` (written as it goes; see `predict_video`).
 
     Args:
@@ -161,6 +166,8 @@ def overlay_video(model, video, target, *, colors, every: int = 1, mask_folder=N
         target (str | Path): the .mp4 to write.
         colors (array-like): (classes, 3) RGB class colours.
         every (int): keep one frame in `every`.
+        input_size (tuple | None): (H, W) the frames are resized to for the model (its fixed input size wins);
+            None: their own size.
         mask_folder (str | Path | None): an existing folder for `<video stem>_frame000123.png` class-index masks.
         batch_size (int): frames per model call.
         progress (callable | None): called as `progress(frames done, frames expected or None)` after every batch.
@@ -171,7 +178,7 @@ def overlay_video(model, video, target, *, colors, every: int = 1, mask_folder=N
     every, batch_size = _positive("every", every), _positive("batch size", batch_size)
     info = probe(video)
     clock = _StageClock()
-    classify = _frame_classifier(model, info["size"], batch_size)
+    classify = _frame_classifier(model, info["size"], batch_size, input_size)
     classify(np.zeros((1, *info["size"], 3), np.uint8))  # compiles the model's function: its own stage
     clock.mark("compile")
     capture = _open(video)
@@ -314,14 +321,14 @@ def _batches(frames, batch_size, clock):
         yield indices, np.stack(images)
 
 
-def _frame_classifier(model, frame_size, batch_size):
+def _frame_classifier(model, frame_size, batch_size, input_size=None):
     """A function from RGB uint8 frames (B, H, W, 3), B <= `batch_size`, to their uint8 class maps (B, H, W).
 
     The argmax (and the resizing back from the model's input size) runs inside the model's compiled function: a
     class map is a 20th of the logits' bytes to bring back. A short last batch is padded to `batch_size`, so
     the function is not compiled anew for it.
     """
-    fed_size = _fed_size(model, frame_size)
+    fed_size = _fed_size(model, input_size or frame_size)
     inputs = keras.Input((*fed_size, 3), dtype="uint8")
     scores = model(keras.ops.cast(inputs, "float32"))
     if fed_size != tuple(frame_size):  # probabilities resized back, as `segkit evaluate --input-size` does
@@ -339,11 +346,11 @@ def _frame_classifier(model, frame_size, batch_size):
     return classify
 
 
-def _fed_size(model, frame_size) -> tuple[int, int]:
-    """The size the model takes frames at: its fixed input size, else the frame's sides rounded up to its stride."""
+def _fed_size(model, size) -> tuple[int, int]:
+    """The size the model takes frames at: its fixed input size, else `size` rounded up to its stride."""
     fixed = keras.tree.flatten(model.input)[0].shape[1:3]
     multiple = required_multiple(model)
-    return tuple(limit if limit is not None else -(-side // multiple) * multiple for side, limit in zip(frame_size, fixed))
+    return tuple(limit if limit is not None else -(-side // multiple) * multiple for side, limit in zip(size, fixed))
 
 
 def mask_name(video, index: int) -> str:
