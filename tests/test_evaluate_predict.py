@@ -128,6 +128,32 @@ def test_predict_feeds_each_image_whole_at_the_size_the_model_was_trained_at(tra
     np.testing.assert_array_equal(got[~near_tie], colors[expected][~near_tie])
 
 
+def test_classes_resized_one_class_at_a_time_match_a_joint_resize_and_argmax():
+    rng = np.random.default_rng(8)
+    probs = rng.random((9, 13, 6)).astype(np.float32)
+    probs[..., 4] = probs[..., 1]  # exact ties keep the lower class, as argmax does
+    joint = cv2.resize(probs, (37, 23), interpolation=cv2.INTER_LINEAR).argmax(-1)
+    np.testing.assert_array_equal(evaluate._resized_argmax(probs, (23, 37)), joint)
+
+
+def test_classes_of_a_large_photo_never_hold_every_class_at_full_size(trained):
+    import tracemalloc
+
+    run, _ = trained
+    model = keras.saving.load_model(run.path / "best.keras")
+    size = (1200, 1600)
+    photo = np.random.default_rng(9).integers(0, 256, (1, *size, 3), dtype=np.uint8)
+    all_classes = size[0] * size[1] * 19 * 4  # float32 maps of the run's 19 classes at the photo's size: 146 MB
+    tracemalloc.start()
+    try:
+        classes = evaluate.classes_at(model, photo, input_size=(32, 32))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert classes.shape == (1, *size)
+    assert peak < all_classes / 4, f"peak {peak / 2**20:.0f} MiB"
+
+
 def test_predict_window_tiles_each_image_at_its_own_size_instead(trained, tmp_path, capsys):
     run, _ = trained
     image = np.random.default_rng(6).integers(0, 256, (48, 80, 3), dtype=np.uint8)
@@ -396,13 +422,15 @@ def test_confusion_fed_at_a_smaller_size_matches_resize_predict_upsample_by_hand
     items = np.array([2, 0])
     logits = keras.ops.convert_to_numpy(model(halved[items].astype("float32"), training=False))
     probs = upsample_bilinear(softmax(logits.astype(np.float64)), (64, 64))
-    np.testing.assert_allclose(evaluate.probabilities_at(model, images[items], input_size=(32, 32)), probs, atol=1e-5)
     pred = probs.argmax(-1)
-    expected = brute_force_confusion(masks[items], pred, 3)
-    cm, boundary_cm = evaluate.confusion(model, images, masks, items, num_classes=3, batch_size=1, input_size=(32, 32))
     # float32 against float64 may flip a pixel whose two best classes are within rounding of each other, no more
     top_two = np.sort(probs, axis=-1)[..., -2:]
-    near_ties = int(np.sum((top_two[..., 1] - top_two[..., 0] < 1e-5) & (masks[items] != 255)))
+    near_tie = top_two[..., 1] - top_two[..., 0] < 1e-5
+    classes = evaluate.classes_at(model, images[items], input_size=(32, 32))
+    assert classes.shape == pred.shape and np.array_equal(classes[~near_tie], pred[~near_tie])
+    expected = brute_force_confusion(masks[items], pred, 3)
+    cm, boundary_cm = evaluate.confusion(model, images, masks, items, num_classes=3, batch_size=1, input_size=(32, 32))
+    near_ties = int(np.sum(near_tie & (masks[items] != 255)))
     assert np.abs(cm - expected).sum() <= 2 * near_ties and cm.sum() == expected.sum()
     # the band is taken from the 64x64 labels, not from the 32x32 the model was fed at
     in_band = np.where(band_by_shifts(masks[items], metrics.BOUNDARY_WIDTH), masks[items], 255)

@@ -3,7 +3,7 @@
 Scores come from each run's metrics.json when all runs were validated on the same items at the same
 size. Runs validated on the same raw items prepared at different sizes are judged at the largest size's
 labels (or at `label_size`, one of those sizes), each model fed the images at the size it was trained at
-(`evaluate.probabilities_at`). Runs validated on different items are all evaluated again on the first run's
+(`evaluate.classes_at`). Runs validated on different items are all evaluated again on the first run's
 validation split. Runs are also
 evaluated again when asked for test-time flips (`tta="flip"`), and when their metrics.json predates the
 boundary-band scores. So the table always compares like with like. A run trained without validation

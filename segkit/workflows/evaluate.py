@@ -25,7 +25,7 @@ def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=N
     input_size: None feeds the images as they are: smaller ones are padded to the model's input and cropped back
     (segkit.models.predict_probabilities), larger ones predicted in overlapping tiles of the model's input size.
     (H, W) feeds them resized to that size (the size the model was trained at) and scores the probabilities
-    resized back to the masks' size (see `probabilities_at`).
+    resized back to the masks' size (see `classes_at`).
     """
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     boundary_cm = np.zeros_like(cm)
@@ -33,29 +33,41 @@ def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=N
     window = window_for(model, input_size or images.shape[1:3])
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        probs = probabilities_at(model, np.asarray(images[chunk]), input_size=input_size, tta=tta, window=window,
-                                 batch_size=batch_size)
-        truth, predicted = np.asarray(masks[chunk]), probs.argmax(-1)
+        predicted = classes_at(model, np.asarray(images[chunk]), input_size=input_size, tta=tta, window=window,
+                               batch_size=batch_size)
+        truth = np.asarray(masks[chunk])
         cm += metrics.confusion_matrix(truth, predicted, num_classes)
         band_truth = np.where(metrics.boundary_band(truth), truth, 255)  # outside the band: void, not counted
         boundary_cm += metrics.confusion_matrix(band_truth, predicted, num_classes)
     return cm, boundary_cm
 
 
-def probabilities_at(model, images, *, input_size=None, tta=None, window=None, batch_size=8) -> np.ndarray:
-    """Class probabilities (B, H, W, C) of images (B, H, W, 3) at their own size, the model fed at `input_size`.
+def classes_at(model, images, *, input_size=None, tta=None, window=None, batch_size=8) -> np.ndarray:
+    """Predicted classes (B, H, W) uint8 of images (B, H, W, 3) at their own size, the model fed at `input_size`.
 
     The images are resized to `input_size` (H, W) as data preparation resizes photos (segkit.data.resize_image),
-    so a model sees what it was trained on; its probabilities are resized back bilinearly before any argmax.
+    so a model sees what it was trained on; its class probabilities are resized back bilinearly before the argmax.
     None, or the images' own size, feeds them unchanged.
     """
     size = images.shape[1:3]
-    if input_size is None or tuple(input_size) == tuple(size):
-        return models.predict_probabilities(model, images, tta=tta, window=window, batch_size=batch_size)
-    fed = np.stack([data_lib.resize_image(image, input_size) for image in images])
+    resized = input_size is not None and tuple(input_size) != tuple(size)
+    fed = np.stack([data_lib.resize_image(image, input_size) for image in images]) if resized else images
     probs = models.predict_probabilities(model, fed, tta=tta, window=window, batch_size=batch_size)
-    # cv2 resizes up to 512 channels at once; masks are uint8 with 255 = ignore, so there are at most 255 classes.
-    return np.stack([cv2.resize(p, (size[1], size[0]), interpolation=cv2.INTER_LINEAR).reshape(*size, -1) for p in probs])
+    if not resized:
+        return probs.argmax(-1).astype(np.uint8)
+    return np.stack([_resized_argmax(p, size) for p in probs])
+
+
+def _resized_argmax(probs: np.ndarray, size) -> np.ndarray:
+    """The argmax over classes of `probs` (h, w, classes) resized bilinearly to `size`, one class at a time: the
+    full-size maps of all classes never exist together (19 of a 12-megapixel photo would take 0.9 GB)."""
+    best = np.full(size, -np.inf, np.float32)
+    classes = np.zeros(size, np.uint8)  # masks are uint8 with 255 = ignore, so there are at most 255 classes
+    for index in range(probs.shape[-1]):
+        score = cv2.resize(np.ascontiguousarray(probs[..., index]), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        classes[score > best] = index  # strictly greater: a tie keeps the lower class, as argmax does
+        np.maximum(best, score, out=best)
+    return classes
 
 
 def summarize(cm: np.ndarray, boundary_cm: np.ndarray, classes) -> dict:

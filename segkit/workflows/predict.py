@@ -109,8 +109,7 @@ def _how_fed(size, window, input_size) -> str:
 def _predicted(net, number: int, path: Path, colors, tta, window, size) -> Predicted:
     start = time.perf_counter()
     image = read_image(path)
-    probabilities = evaluate.probabilities_at(net, image[None], input_size=size, tta=tta, window=window)[0]
-    mask = probabilities.argmax(-1).astype(np.uint8)
+    mask = evaluate.classes_at(net, image[None], input_size=size, tta=tta, window=window)[0]
     pictures = {"mask": viz.colorize(mask, colors), "overlay": viz.overlay(image, mask, colors)}
     outputs = {name: png_bytes(pictures[kind]) for kind, name in _output_names(path).items()}
     return Predicted(number, path, outputs, time.perf_counter() - start)

@@ -65,13 +65,13 @@ def predicted_samples(split, models_by_name: dict, count: int = GRID_ITEMS, inpu
     """(images, truth, {name: predicted classes}) for the first `count` items of a split.
 
     input_sizes: {name: (H, W)} feeds that model the images at that size and upsamples its predictions to the
-    split's (segkit.evaluate.probabilities_at); a model not named is fed the images as they are.
+    split's (segkit.workflows.evaluate.classes_at); a model not named is fed the images as they are.
     """
     chosen = np.sort(split.indices[:count])
     images = np.asarray(split.dataset.images[chosen])
     truth = np.asarray(split.dataset.masks[chosen])
     sizes = input_sizes or {}
-    predictions = {name: evaluate.probabilities_at(net, images, input_size=sizes.get(name)).argmax(-1).astype(np.uint8)
+    predictions = {name: evaluate.classes_at(net, images, input_size=sizes.get(name))
                    for name, net in models_by_name.items()}
     return images, truth, predictions
 
