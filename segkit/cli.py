@@ -115,7 +115,8 @@ def _add_model_commands(sub):
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
-                   help="feed the model the images resized to H x W (its training size) and score at the labels' own size")
+                   help="feed the model the images resized to H x W (default: the size it was trained at) and score "
+                   "at the labels' own size")
     p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("predict", help="colour masks and overlays for images of any size, overlay videos for videos")

@@ -449,6 +449,9 @@ def test_evaluate_feeds_the_model_at_its_training_size_and_scores_at_the_labels_
     pred = upsample_bilinear(softmax(logits.astype(np.float64)), (64, 64)).argmax(-1)
     assert result["miou"] == pytest.approx(brute_force_iou(np.asarray(prepared.masks), pred, 19)[1], abs=1e-12)
     assert result["input_size"] == [32, 32]
+    # without input_size the model is fed at the size it was trained at: the same scores
+    default = segkit.evaluate(run.path, larger, verbose=False)
+    assert default["input_size"] == [32, 32] and default["miou"] == result["miou"]
     for bad in ((32,), (0, 32), (32.5, 32), "32x32"):
         with pytest.raises(SegkitError, match="input size must be two positive integers"):
             segkit.evaluate(run.path, larger, input_size=bad, verbose=False)

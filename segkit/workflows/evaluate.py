@@ -14,7 +14,8 @@ from segkit import data as data_lib
 from segkit import files, metrics, models
 from segkit.errors import SegkitError
 from segkit.workflows import datasets
-from segkit.workflows.loading import check_classes, load_model, num_classes_of, trained_classes, window_for
+from segkit.workflows.loading import (check_classes, checked_size, fed_size, load_model, num_classes_of, trained_classes,
+                                     window_for)
 
 
 def confusion(model, images, masks, indices, *, num_classes, batch_size=8, tta=None,
@@ -94,8 +95,9 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
              batch_size=8, cache="data/prepared", input_size=None, verbose=True) -> dict:
     """Scores the model at `model_path` (a run folder or .keras file) on dataset `data` (prepared folder, or raw with `format`).
 
-    input_size: (H, W) feeds the model the images resized to it (the size it was trained at) and scores
-    at the labels' own size (see `confusion`); None feeds them as they are.
+    input_size: (H, W) feeds the model the images resized to it and scores at the labels' own size (see
+    `confusion`); None feeds them at the size the model was trained at (`loading.fed_size`), as they are for a
+    model file of no fixed input that records no size.
     Returns the metrics.json-style dict (miou, pixel_accuracy, mean_accuracy, fw_iou, per_class_iou,
     confusion_matrix, and boundary_miou, boundary_pixel_accuracy, boundary_confusion_matrix over the band of
     boundary_width pixels around label edges); prints the per-class table and both sets of means when
@@ -107,7 +109,8 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
     input_size = checked_size(input_size, "input size")
     if json_path is not None:
         files.check_writable_file(json_path, "--json")  # before the evaluation, which may take an hour
-    net, _ = load_model(model_path)
+    net, run = load_model(model_path)
+    input_size = fed_size(net, run, input_size)
     dataset, path = datasets.open_dataset(data, format=format, split=split, classes=classes, cache=cache)
     datasets.check_num_classes(num_classes_of(net), len(dataset.classes), model_path, path)
     check_classes(model_path, trained_classes(model_path), path, dataset.classes)
@@ -118,7 +121,8 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
               "input_size": list(input_size or dataset.images.shape[1:3]), **summarize(cm, boundary_cm, dataset.classes)}
     if verbose:
         print(metrics.per_class_table(cm, dataset.classes).to_string(float_format=lambda v: f"{v:.4f}"))
-        fed = f", fed at {input_size[0]}x{input_size[1]}" if input_size else ""
+        resized = input_size is not None and list(input_size) != list(dataset.images.shape[1:3])
+        fed = f", fed at {input_size[0]}x{input_size[1]}" if resized else ""
         print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  ({count} images, {path}{fed})")
         print(f"boundary ({metrics.BOUNDARY_WIDTH} px band around label edges, {boundary_cm.sum()} pixels): "
               f"mIoU {_text(result['boundary_miou'])}  pixel accuracy {_text(result['boundary_pixel_accuracy'])}")
@@ -136,16 +140,6 @@ def check_tta(tta) -> None:
     """
     if tta not in (None, "flip"):
         raise SegkitError(f"tta={tta!r} is not supported; use flip or none")
-
-
-def checked_size(value, what: str) -> tuple[int, int] | None:
-    """`value` as an (H, W) tuple of two positive integers, None as None; a one-line error naming `what` otherwise."""
-    if value is None:
-        return None
-    if not (isinstance(value, (tuple, list)) and len(value) == 2
-            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value)):
-        raise SegkitError(f"{what} must be two positive integers (H, W), got {value!r}")
-    return tuple(int(v) for v in value)
 
 
 def _or_none(value):

@@ -1,5 +1,6 @@
 """Model files: segkit's .keras files written with the classes they predict, and any .keras file read back safely
-(archive members bounded, safe mode on, auxiliary heads removed), or refused in one line when segkit cannot use it."""
+(archive members bounded, safe mode on, auxiliary heads removed), or refused in one line when segkit cannot use it;
+the size a loaded model is fed images at."""
 
 import io
 import json
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import h5py
 import keras
+import numpy as np
 
 from segkit import models
 from segkit.data.palette import IGNORE_INDEX
@@ -285,6 +287,29 @@ def trained_size(model, run=None) -> tuple[int, int] | None:
     if run is not None and run.file(runs.DATASET).is_file():
         return tuple(int(side) for side in run.dataset["image_size"])
     return None
+
+
+def fed_size(net, run, input_size=None, window=None) -> tuple[int, int] | None:
+    """(H, W) images (and video frames) are resized to before the model sees them: `input_size`, else the size it
+    was trained at (`trained_size`); None, their own size, with a `window` or for a model file of no fixed
+    input from elsewhere. A one-line error when `input_size` is not a size the model takes."""
+    fixed = trained_size(net)
+    if input_size is not None and fixed is not None and tuple(input_size) != fixed:
+        raise SegkitError(f"the model takes {fixed[0]}x{fixed[1]} images only; it cannot be fed at --input-size "
+                          f"{input_size[0]} {input_size[1]}")
+    if window is not None:
+        return None
+    return tuple(input_size) if input_size is not None else trained_size(net, run)
+
+
+def checked_size(value, what: str) -> tuple[int, int] | None:
+    """`value` as an (H, W) tuple of two positive integers, None as None; a one-line error naming `what` otherwise."""
+    if value is None:
+        return None
+    if not (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise SegkitError(f"{what} must be two positive integers (H, W), got {value!r}")
+    return tuple(int(v) for v in value)
 
 
 def window_for(model, size, window=None):

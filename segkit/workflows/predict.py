@@ -28,7 +28,7 @@ def predict(model_path, inputs, *, out, input_size=None, tta=None, window=None, 
     """Writes `<stem>_mask.png` (class colours) and `<stem>_overlay.png` per image into `out`; returns the paths.
 
     model_path: a run folder or .keras file. inputs: image files and/or folders of images of any size.
-    The model sees each image whole, resized to the size it was trained at (`fed_size`), and its class
+    The model sees each image whole, resized to the size it was trained at (`loading.fed_size`), and its class
     probabilities are resized back to the image's size: a model trained on street scenes at 256x256 sees a
     2048x1024 photo as it saw its training images. `input_size` (H, W) feeds another size (a model of no
     fixed input only). `window` (h, w) instead predicts each image at its own resolution in overlapping tiles of
@@ -45,7 +45,7 @@ def predict(model_path, inputs, *, out, input_size=None, tta=None, window=None, 
     input_size = _checked_input_size(input_size, window)
     out = files.check_writable_folder(out, "--out")
     net, run = loading.load_model(model_path)
-    size = fed_size(net, run, input_size, window)
+    size = loading.fed_size(net, run, input_size, window)
     colors = class_colors(run, loading.num_classes_of(net), model_path=model_path)
     paths = image_files(inputs)
     _check_output_names(paths)
@@ -77,21 +77,8 @@ class Predicted(NamedTuple):
     seconds: float
 
 
-def fed_size(net, run, input_size=None, window=None) -> tuple[int, int] | None:
-    """(H, W) images (and video frames) are resized to before the model sees them: `input_size`, else the size it
-    was trained at (`loading.trained_size`); None, their own size, with a `window` or for a model file of no fixed
-    input from elsewhere. A one-line error when `input_size` is not a size the model takes."""
-    fixed = loading.trained_size(net)
-    if input_size is not None and fixed is not None and tuple(input_size) != fixed:
-        raise SegkitError(f"the model takes {fixed[0]}x{fixed[1]} images only; it cannot be fed at --input-size "
-                          f"{input_size[0]} {input_size[1]}")
-    if window is not None:
-        return None
-    return tuple(input_size) if input_size is not None else loading.trained_size(net, run)
-
-
 def _checked_input_size(input_size, window):
-    input_size = evaluate.checked_size(input_size, "--input-size")
+    input_size = loading.checked_size(input_size, "--input-size")
     if input_size is not None and window is not None:
         raise SegkitError("--input-size resizes each image whole and --window tiles it at its own size; give one of them")
     return input_size

@@ -20,7 +20,7 @@ from segkit import files, viz
 from segkit.data import resize_image
 from segkit.errors import SegkitError
 from segkit.models import required_multiple
-from segkit.workflows import evaluate, loading
+from segkit.workflows import loading
 from segkit.workflows import predict as image_predict
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov")
@@ -62,7 +62,7 @@ def predict_video(model_path, videos, *, out, input_size=None, masks=False, ever
         videos (str | Path | list): video files (.mp4, .avi, .mov; any codec OpenCV's FFmpeg decodes).
         out (str | Path): the output folder (created).
         input_size (tuple | None): (H, W) frames are resized to for the model; None: the size it was trained at
-            (`segkit.workflows.predict.fed_size`).
+            (`loading.fed_size`).
         masks (bool): also write each kept frame's class-index mask as `<name>_frame000123.png`, numbered by the
             frame's place in the source video.
         every (int): keep one frame in `every` (frames 0, N, 2N, ...); the overlay video then plays at source
@@ -71,13 +71,13 @@ def predict_video(model_path, videos, *, out, input_size=None, masks=False, ever
 
     The model sees each frame resized to the size it was trained at (or `input_size`), its class probabilities
     resized back; a model file of no fixed input that records no size sees frames at their own size, resized up to
-    the next multiple of its stride when they are not one already. Every video is opened before anything is written, and the same rules as for images keep
-    the user's files: no output replaces an input, or a file in `out` that segkit predict did not write there.
+    the next multiple of its stride when they are not one already. Every video is opened before anything is
+    written, and the same rules as for images keep the user's files: no output replaces an input, or a file in `out` that segkit predict did not write there.
     A video's outputs appear together when it is done: an interrupted one leaves none of its files.
     """
     videos = [Path(videos)] if isinstance(videos, (str, Path)) else [Path(v) for v in videos]
     every, batch_size = _positive("every", every), _positive("batch size", batch_size)
-    input_size = evaluate.checked_size(input_size, "--input-size")
+    input_size = loading.checked_size(input_size, "--input-size")
     out = files.check_writable_folder(out, "--out")
     _check_output_names(videos)
     for video in videos:
@@ -85,7 +85,7 @@ def predict_video(model_path, videos, *, out, input_size=None, masks=False, ever
     ledger = files.Ledger(out, image_predict.LEDGER, "segkit_predict")
     _check_outputs_replaceable(videos, out, ledger)
     net, run = loading.load_model(model_path)
-    size = image_predict.fed_size(net, run, input_size)
+    size = loading.fed_size(net, run, input_size)
     colors = image_predict.class_colors(run, loading.num_classes_of(net), model_path=model_path)
     written = []
     with files.writing_into(out, "--out"):
