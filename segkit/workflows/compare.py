@@ -61,9 +61,7 @@ def compare(run_dirs, *, out, latency=True, tta=None, label_size=None, names=Non
     _check_each_run_once(run_dirs)
     _check_names(names, run_dirs)
     entries = [_load(path) for path in run_dirs]
-    _name_uniquely(entries)
-    for entry, name in zip(entries, names or []):
-        entry["name"] = name
+    _name(entries, names)
     _check_same_classes(entries)
     ledger = files.Ledger(out, LEDGER, "segkit_compare")
     _check_outputs_replaceable(out, ledger, _output_names(entries))
@@ -168,10 +166,15 @@ def _check_outputs_replaceable(out: Path, ledger: files.Ledger, names) -> None:
                           "move them away or choose another --out")
 
 
-def _name_uniquely(entries) -> None:
-    names = [e["name"] for e in entries]
+def _name(entries, names=None) -> None:
+    """Each entry's row name: the one given, else its config name, or its folder's name where two share a config."""
+    if names is not None:
+        for entry, name in zip(entries, names):
+            entry["name"] = name
+        return
+    configs = [e["name"] for e in entries]
     for entry in entries:
-        if names.count(entry["name"]) > 1:
+        if configs.count(entry["name"]) > 1:
             entry["name"] = entry["run"].path.name
 
 

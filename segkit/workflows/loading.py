@@ -299,7 +299,7 @@ def fed_size(net, run, input_size=None, window=None) -> tuple[int, int] | None:
                           f"{input_size[0]} {input_size[1]}")
     if window is not None:
         return None
-    return tuple(input_size) if input_size is not None else trained_size(net, run)
+    return tuple(input_size) if input_size is not None else fixed or trained_size(net, run)
 
 
 def checked_size(value, what: str) -> tuple[int, int] | None:
