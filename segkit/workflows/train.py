@@ -14,7 +14,7 @@ from segkit import files, losses, metrics, models
 from segkit.errors import SegkitError, first_line
 from segkit.models import batchnorm
 from segkit.workflows import config as config_lib
-from segkit.workflows import datasets, distribution, finetune, optim, run_report, runs, tensorboard
+from segkit.workflows import datasets, distribution, finetune, fused_batchnorm, optim, run_report, runs, tensorboard
 from segkit.workflows.callbacks import BudgetSpan, EmaWeights, PreciseBatchNorm, RunRecorder, progress_display
 
 
@@ -112,6 +112,7 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
         # Crops train at other sizes than validation: the model then takes any size.
         model = build_model(cfg, data.num_classes, (None, None) if training_sizes(cfg) else data.train.image_size)
         _check_training_sizes(cfg, model)  # crops the model cannot take, before a run folder exists
+        fused_batchnorm.use_fused_kernel(model)  # the same statistics, a faster step under TensorFlow
         if fresh:
             finetune.init_from(model, cfg)  # a source that fits no layer fails here too
         encoder = finetune.encoder_layers(model, cfg) if train_cfg["freeze_encoder_epochs"] else []
