@@ -2,7 +2,7 @@
 
 Keras 3's BatchNormalization computes its batch statistics, normalisation and their gradients as a dozen separate
 TensorFlow ops, each a pass over the activations; TensorFlow's fused kernel does it in one pass forward and two
-back. On a CPU that makes Fast-SCNN's training step about 1.4x faster (benchmarks/bench_batchnorm.py). The layers,
+back. On a CPU that makes Fast-SCNN's training step 1.34x faster (benchmarks/bench_batchnorm.py). The layers,
 their weights and the saved model files stay Keras' own: only how a layer computes in training changes, and only
 while the model trains under TensorFlow. Inference, JAX and any setting the kernel does not cover keep Keras' path.
 """
@@ -13,7 +13,7 @@ from segkit.models.batchnorm import batchnorm_layers
 
 __all__ = ["use_fused_kernel"]
 
-# The fused kernel raises its epsilon to at least this (TensorFlow's cuDNN limit); smaller ones keep Keras' path.
+# cuDNN, TensorFlow's fused kernel on a GPU, takes no epsilon under about 1e-5; smaller ones keep Keras' path.
 _MIN_EPSILON = 1.001e-5
 
 
