@@ -70,10 +70,19 @@ class _SegmentationLoss(keras.losses.Loss):
         valid = ops.cast(valid, "float32")
         return one_hot * valid[..., None], valid, ops.cast(y_pred, "float32")
 
-    def _log_probabilities(self, y_pred):
+    def _true_class(self, y_true, y_pred):
+        """Returns (log_p_true, valid, pixel_weight), float32 (B, H, W): each pixel's log-probability of its true
+        class (0 where unlabelled), the labelled-pixel mask and each pixel's class weight (0 where unlabelled)."""
+        labels = _labels_matching(y_true, y_pred, self.num_classes)
+        labelled = ops.logical_and(ops.logical_and(labels >= 0, labels < self.num_classes), labels != self.ignore_index)
+        labels, valid, y_pred = ops.where(labelled, labels, 0), ops.cast(labelled, "float32"), ops.cast(y_pred, "float32")
         if self.from_logits:
-            return ops.log_softmax(y_pred, axis=-1)
-        return ops.log(ops.clip(y_pred, _EPSILON, 1.0))
+            # Gathers the true class: no one-hot tensor the size of the scores (under TensorFlow one fused kernel).
+            log_p_true = -ops.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
+        else:
+            p_true = ops.squeeze(ops.take_along_axis(y_pred, labels[..., None], axis=-1), axis=-1)
+            log_p_true = ops.log(ops.clip(p_true, _EPSILON, 1.0))
+        return log_p_true * valid, valid, ops.take(self._weights(), labels) * valid
 
     def _probabilities(self, y_pred):
         return ops.softmax(y_pred, axis=-1) if self.from_logits else y_pred
@@ -83,9 +92,9 @@ class _SegmentationLoss(keras.losses.Loss):
             return ops.ones((self.num_classes,), dtype="float32")
         return ops.convert_to_tensor(self.class_weights, dtype="float32")
 
-    def _weighted_pixel_mean(self, one_hot, per_pixel):
-        """Mean of `per_pixel` over labelled pixels, each weighted by its class weight; 0 when none is labelled."""
-        pixel_weight = ops.sum(one_hot * self._weights(), axis=-1)
+    @staticmethod
+    def _weighted_pixel_mean(pixel_weight, per_pixel):
+        """Mean of `per_pixel` weighted by `pixel_weight` (a pixel's class weight, 0 to leave it out); 0 when all are 0."""
         return ops.divide_no_nan(ops.sum(pixel_weight * per_pixel), ops.sum(pixel_weight))
 
     def get_config(self):
@@ -110,9 +119,8 @@ class CrossEntropy(_SegmentationLoss):
         super().__init__(num_classes, class_weights, ignore_index, from_logits, name=name, **kwargs)
 
     def _batch_loss(self, y_true, y_pred):
-        one_hot, _, y_pred = self._prepare(y_true, y_pred)
-        per_pixel = -ops.sum(one_hot * self._log_probabilities(y_pred), axis=-1)
-        return self._weighted_pixel_mean(one_hot, per_pixel)
+        log_p_true, _, pixel_weight = self._true_class(y_true, y_pred)
+        return self._weighted_pixel_mean(pixel_weight, -log_p_true)
 
 
 @keras.saving.register_keras_serializable(package="segkit")
@@ -134,10 +142,9 @@ class OhemCrossEntropy(_SegmentationLoss):
         self.threshold, self.min_kept = float(threshold), int(min_kept)
 
     def _batch_loss(self, y_true, y_pred):
-        one_hot, valid, y_pred = self._prepare(y_true, y_pred)
-        log_p_true = ops.sum(one_hot * self._log_probabilities(y_pred), axis=-1)
+        log_p_true, valid, pixel_weight = self._true_class(y_true, y_pred)
         kept = self._hard_pixels(ops.stop_gradient(ops.exp(log_p_true)), valid)
-        return self._weighted_pixel_mean(one_hot * kept[..., None], -log_p_true)
+        return self._weighted_pixel_mean(pixel_weight * kept, -log_p_true)
 
     def _hard_pixels(self, p_true, valid):
         """1 for the kept pixels, 0 elsewhere (and on every unlabelled pixel)."""
@@ -207,10 +214,9 @@ class Focal(_SegmentationLoss):
         self.gamma = float(gamma)
 
     def _batch_loss(self, y_true, y_pred):
-        one_hot, _, y_pred = self._prepare(y_true, y_pred)
-        log_p_true = ops.sum(one_hot * self._log_probabilities(y_pred), axis=-1)
+        log_p_true, _, pixel_weight = self._true_class(y_true, y_pred)
         modulation = ops.power(ops.maximum(1.0 - ops.exp(log_p_true), 0.0), self.gamma)
-        return self._weighted_pixel_mean(one_hot, -modulation * log_p_true)
+        return self._weighted_pixel_mean(pixel_weight, -modulation * log_p_true)
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma}
