@@ -62,20 +62,21 @@ class _SegmentationLoss(keras.losses.Loss):
         # distribution strategy, so replica gradients are averaged rather than summed.
         return ops.reshape(self._batch_loss(y_true, y_pred), (1,))
 
+    def _labels(self, y_true, y_pred):
+        """Returns (labels, valid): int32 class ids with 0 on unlabelled pixels, and the float32 labelled-pixel mask."""
+        labels = _labels_matching(y_true, y_pred, self.num_classes)
+        labelled = ops.logical_and(ops.logical_and(labels >= 0, labels < self.num_classes), labels != self.ignore_index)
+        return ops.where(labelled, labels, 0), ops.cast(labelled, "float32")
+
     def _prepare(self, y_true, y_pred):
         """Returns (one_hot, valid, y_pred): masked one-hot truth, the labelled-pixel mask, float32 scores."""
-        labels = _labels_matching(y_true, y_pred, self.num_classes)
-        valid = ops.logical_and(ops.logical_and(labels >= 0, labels < self.num_classes), labels != self.ignore_index)
-        one_hot = ops.one_hot(ops.where(valid, labels, 0), self.num_classes)
-        valid = ops.cast(valid, "float32")
-        return one_hot * valid[..., None], valid, ops.cast(y_pred, "float32")
+        labels, valid = self._labels(y_true, y_pred)
+        return ops.one_hot(labels, self.num_classes) * valid[..., None], valid, ops.cast(y_pred, "float32")
 
     def _true_class(self, y_true, y_pred):
         """Returns (log_p_true, valid, pixel_weight), float32 (B, H, W): each pixel's log-probability of its true
         class (0 where unlabelled), the labelled-pixel mask and each pixel's class weight (0 where unlabelled)."""
-        labels = _labels_matching(y_true, y_pred, self.num_classes)
-        labelled = ops.logical_and(ops.logical_and(labels >= 0, labels < self.num_classes), labels != self.ignore_index)
-        labels, valid, y_pred = ops.where(labelled, labels, 0), ops.cast(labelled, "float32"), ops.cast(y_pred, "float32")
+        (labels, valid), y_pred = self._labels(y_true, y_pred), ops.cast(y_pred, "float32")
         if self.from_logits:
             # Gathers the true class: no one-hot tensor the size of the scores (under TensorFlow one fused kernel).
             log_p_true = -ops.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
