@@ -176,7 +176,7 @@ class MeanIoU(keras.metrics.Metric):
             y_true = ops.squeeze(y_true, axis=-1)
         _check_static_shapes(tuple(y_true.shape), tuple(y_pred.shape), classes)
         truth = ops.reshape(ops.cast(y_true, "int32"), (-1,))
-        pred = ops.reshape(_predicted_class(y_pred), (-1,))
+        pred = ops.reshape(self._predicted_class(y_pred), (-1,))
         ignored = truth == self.ignore_index
         counted = ops.logical_and(ops.logical_and(truth >= 0, truth < classes), ops.logical_not(ignored))
         # Two extra cells collect the ignored pixels and the invalid labels, so one segment_sum does all.
@@ -186,6 +186,13 @@ class MeanIoU(keras.metrics.Metric):
         self._high.assign_add(ops.floor_divide(low, _LOW_BITS))
         self._low.assign(ops.mod(low, _LOW_BITS))
         self._invalid.assign_add(counts[classes * classes + 1])
+
+    @staticmethod
+    def _predicted_class(scores):
+        """The int32 argmax of `scores` over the last axis. top_k(k=1) gives the same ids (ties go to the lower
+        index) at half the cost of ops.argmax under TensorFlow, which first makes three passes to guard against
+        negative zeros: it made Fast-SCNN's two-core training step 1.06x as long (benchmarks/bench_train_step.py)."""
+        return ops.cast(ops.top_k(scores, 1)[1][..., 0], "int32")
 
     def result(self):
         cm = ops.cast(self._high, "float32") * float(_LOW_BITS) + ops.cast(self._low, "float32")
@@ -212,13 +219,6 @@ class MeanIoU(keras.metrics.Metric):
             "num_classes": self.num_classes,
             "ignore_index": self.ignore_index,
         }
-
-
-def _predicted_class(scores):
-    """The int32 argmax of `scores` over the last axis. top_k(k=1) gives the same ids (ties go to the lower index)
-    at half the cost of ops.argmax under TensorFlow, which first makes three passes to guard against negative zeros;
-    at 8x256x256x19 that is 10 ms of a 255 ms Fast-SCNN training step on two CPU cores."""
-    return ops.cast(ops.top_k(scores, 1)[1][..., 0], "int32")
 
 
 def _ratio(numerator, denominator):
