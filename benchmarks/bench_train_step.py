@@ -6,6 +6,7 @@ hits all alike. Variants:
   one-hot loss    the loss as a one-hot tensor times log_softmax, summed over the classes (its earlier formulation)
   ops.argmax      MeanIoU with keras.ops.argmax (its earlier formulation)
   no metric       no training metric at all: what MeanIoU costs in all
+  batches of 4    segkit's step on two batches of 4 (the same 8 images): what halving the batch costs an image
 Both cores (the recipe's conditions), or pin one:
     python benchmarks/bench_train_step.py
     taskset -c 0 env OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python benchmarks/bench_train_step.py
@@ -55,6 +56,7 @@ VARIANTS = {  # label -> (loss class, metric class or None)
     "one-hot loss": (OneHotOhem, metrics.MeanIoU),
     "ops.argmax": (losses.OhemCrossEntropy, ArgmaxMeanIoU),
     "no metric": (losses.OhemCrossEntropy, None),
+    "batches of 4": (losses.OhemCrossEntropy, metrics.MeanIoU),
 }
 
 
@@ -79,11 +81,14 @@ def main():
     models = {label: compiled(*spec, first.get_weights()) for label, spec in VARIANTS.items() if label != "segkit"}
     models = {"segkit": first, **models}
     calls = {label: (lambda m=model: m.train_on_batch(images, masks)) for label, model in models.items()}
+    half = BATCH // 2
+    calls["batches of 4"] = lambda m=models["batches of 4"]: (m.train_on_batch(images[:half], masks[:half]),
+                                                             m.train_on_batch(images[half:], masks[half:]))
     medians = alternating_medians(calls, args.rounds)
     print(f"{len(os.sched_getaffinity(0))} CPU core(s), keras {keras.__version__}; Fast-SCNN train step, "
           f"{BATCH}x{SIZE}x{SIZE}, median of {args.rounds} alternating steps after {WARMUP} warm-up")
     for label, seconds in medians.items():
-        print(f"  {label:13s} {seconds * 1000:6.0f} ms  {seconds / medians['segkit']:5.2f}x segkit")
+        print(f"  {label:13s} {seconds * 1000:6.0f} ms for {BATCH} images  {seconds / medians['segkit']:5.2f}x segkit")
     print("\nrerun: python benchmarks/bench_train_step.py " + " ".join(sys.argv[1:]))
 
 
