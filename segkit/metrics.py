@@ -191,7 +191,7 @@ class MeanIoU(keras.metrics.Metric):
     def _predicted_class(scores):
         """The int32 argmax of `scores` over the last axis. top_k(k=1) gives the same ids (ties go to the lower
         index) at half the cost of ops.argmax under TensorFlow, which first makes three passes to guard against
-        negative zeros: it made Fast-SCNN's two-core training step 1.06x as long (benchmarks/bench_train_step.py)."""
+        negative zeros: it made Fast-SCNN's two-core training step 1.05x as long (benchmarks/bench_train_step.py)."""
         return ops.cast(ops.top_k(scores, 1)[1][..., 0], "int32")
 
     def result(self):
