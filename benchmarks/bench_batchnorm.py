@@ -17,8 +17,7 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from bench_models import WARMUP, alternating_medians  # noqa: E402
+from bench_models import WARMUP, alternating_medians, random_batch  # noqa: E402
 
 from segkit import losses  # noqa: E402
 from segkit.models import batchnorm, build  # noqa: E402
@@ -38,9 +37,7 @@ def compiled(name, encoder, size, loss, weights=None):
 
 
 def step_medians(name, encoder, size, loss, rounds):
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (BATCH, size, size, 3)).astype("float32")
-    masks = rng.integers(0, CLASSES, (BATCH, size, size))
+    images, masks = random_batch(BATCH, size, CLASSES)
     keras_bn = compiled(name, encoder, size, loss)
     fused = compiled(name, encoder, size, loss, keras_bn.get_weights())
     switched = use_fused_kernel(fused)

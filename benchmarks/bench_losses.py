@@ -19,8 +19,7 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from bench_models import WARMUP, alternating_medians  # noqa: E402
+from bench_models import WARMUP, alternating_medians, random_batch  # noqa: E402
 
 from segkit import losses  # noqa: E402
 from segkit.models import build  # noqa: E402
@@ -47,9 +46,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="timed training steps per variant")
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (BATCH, SIZE, SIZE, 3)).astype("float32")
-    masks = rng.integers(0, CLASSES, (BATCH, SIZE, SIZE))
+    images, masks = random_batch(BATCH, SIZE, CLASSES)
     models = {label: compiled(*spec) for label, spec in VARIANTS.items()}
     calls = {label: (lambda m=model: m.train_on_batch(images, masks)) for label, model in models.items()}
     medians = alternating_medians(calls, args.rounds)

@@ -18,8 +18,7 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from bench_models import WARMUP, alternating_medians  # noqa: E402
+from bench_models import WARMUP, alternating_medians, random_batch  # noqa: E402
 
 from segkit.models import build  # noqa: E402
 from segkit.models import label as model_label  # noqa: E402
@@ -43,9 +42,7 @@ def compiled(name, encoder, size, policy):
 
 
 def step_medians(name, encoder, batch, size, rounds):
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    masks = rng.integers(0, CLASSES, (batch, size, size))
+    images, masks = random_batch(batch, size, CLASSES)
     models = {policy: compiled(name, encoder, size, policy) for policy in POLICIES}
     calls = {policy: (lambda m=model: m.train_on_batch(images, masks)) for policy, model in models.items()}
     return alternating_medians(calls, rounds)

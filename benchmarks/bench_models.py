@@ -70,10 +70,15 @@ def alternating_medians(calls, rounds):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def training_steps(batch, rounds):
+def random_batch(batch, size, classes):
+    """A seeded training batch for step timings: float32 RGB 0..255 images (batch, size, size, 3) and masks of
+    `classes` ids (batch, size, size)."""
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch, *TRAIN_SHAPE)).astype("float32")
-    masks = rng.integers(0, CLASSES, (batch, *TRAIN_SHAPE[:2]))
+    return rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"), rng.integers(0, classes, (batch, size, size))
+
+
+def training_steps(batch, rounds):
+    images, masks = random_batch(batch, TRAIN_SHAPE[0], CLASSES)
     models = {"segkit unet": segkit_model("unet", TRAIN_SHAPE), "sm.Unet": reference_unet(TRAIN_SHAPE)}
     for model in models.values():
         model.compile(keras.optimizers.Adam(1e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -22,8 +22,7 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from bench_models import WARMUP, alternating_medians  # noqa: E402
+from bench_models import WARMUP, alternating_medians, random_batch  # noqa: E402
 from keras import ops  # noqa: E402
 
 from segkit import losses, metrics  # noqa: E402
@@ -74,9 +73,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9, help="timed training steps per variant")
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (BATCH, SIZE, SIZE, 3)).astype("float32")
-    masks = rng.integers(0, CLASSES, (BATCH, SIZE, SIZE))
+    images, masks = random_batch(BATCH, SIZE, CLASSES)
     first = compiled(*VARIANTS["segkit"])
     models = {label: compiled(*spec, first.get_weights()) for label, spec in VARIANTS.items() if label != "segkit"}
     models = {"segkit": first, **models}
