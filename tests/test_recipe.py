@@ -223,7 +223,8 @@ def test_a_longer_budget_recipe_changes_only_the_budget_and_its_measured_rate_an
     changed = {k for k, v in _flat(long).items() if v != _flat(short)[k]}
     assert changed == {"train.max_minutes", "train.epochs", "optimizer.warmup"} | ({"optimizer.learning_rate"} if rate_changed else set())
     assert long["train"]["max_minutes"] == minutes
+    assert (long["optimizer"]["learning_rate"], short["optimizer"]["learning_rate"]) == (2.0e-3 if rate_changed else 4.0e-3, 4.0e-3)
     steps_per_epoch = -(-(2975 - short["data"]["val"]) // short["train"]["batch_size"])
     warmup_steps = [round(cfg["optimizer"]["warmup"] * cfg["train"]["epochs"] * steps_per_epoch) for cfg in (short, long)]
     assert warmup_steps[0] == warmup_steps[1] == 100
-    assert long["train"]["epochs"] > 60  # a ceiling the budget does not reach: two cores run about 40 epochs in 70 minutes
+    assert long["train"]["epochs"] > 60  # a ceiling the budget does not reach: two cores ran 40 epochs in 70 minutes
