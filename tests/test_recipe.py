@@ -215,17 +215,14 @@ def test_each_lever_changes_its_baseline_but_not_the_conditions_it_is_judged_und
         assert path.read_text().startswith("# Lever") or path.stem == "baseline", path.name
 
 
-# docs/benchmarks.md's 140-minute figures were measured at 2e-3, before the 35-minute recipe moved to 4e-3; the
-# 70-minute recipe was measured after, at 4e-3.
-@pytest.mark.parametrize("minutes, measured_rate", [(70, 4.0e-3), (140, 2.0e-3)])
-def test_a_longer_budget_recipe_changes_only_the_budget_and_its_measured_rate_and_keeps_the_warm_up_steps(minutes, measured_rate):
+@pytest.mark.parametrize("minutes", [70, 140])
+def test_a_longer_budget_recipe_changes_only_the_budget_and_keeps_the_warm_up_steps(minutes):
     short, long = (config.load(f"fastscnn_cityscapes-pairs_256x256_cpu-{n}min") for n in (35, minutes))
     changed = {k for k, v in _flat(long).items() if v != _flat(short)[k]}
-    rate_changed = {"optimizer.learning_rate"} if measured_rate != short["optimizer"]["learning_rate"] else set()
-    assert changed == {"train.max_minutes", "train.epochs", "optimizer.warmup"} | rate_changed
+    assert changed == {"train.max_minutes", "train.epochs", "optimizer.warmup"}
     assert long["train"]["max_minutes"] == minutes
-    assert (long["optimizer"]["learning_rate"], short["optimizer"]["learning_rate"]) == (measured_rate, 4.0e-3)
     steps_per_epoch = -(-(2975 - short["data"]["val"]) // short["train"]["batch_size"])
     warmup_steps = [round(cfg["optimizer"]["warmup"] * cfg["train"]["epochs"] * steps_per_epoch) for cfg in (short, long)]
     assert warmup_steps[0] == warmup_steps[1] == 100
-    assert long["train"]["epochs"] > 60  # a ceiling the budget does not reach: two cores ran 40 epochs in 70 minutes
+    # A ceiling the budget does not reach: two cores took 86-108 s an epoch, so allow epochs 1.4x quicker than 90 s.
+    assert long["train"]["epochs"] > 1.4 * minutes * 60 / 90
