@@ -1,10 +1,12 @@
 """What each loss, and XLA, costs in a Fast-SCNN training step (the CPU recipe's shape: 8 x 256x256, 19 classes,
-AdamW), TensorFlow backend, side by side in one process: one model per variant, their steps alternating so machine
-load hits all alike. From scratch every pixel's true-class probability (about 1/19) is below OHEM's threshold
-(0.7), so the shipped "ohem" skips its sort; "ohem, sorting" sets the threshold to 0.01, under every pixel, so
-min_kept decides and it sorts the batch's 524,288 probabilities every step, as OHEM did before it learnt to skip
-the sort when the threshold decides. The "XLA" rows compile the step with jit_compile=True (train.jit_compile: true; "auto", the
-default, means no XLA on a CPU-only machine). Run with both cores (the goal conditions) or pin one:
+AdamW, BatchNorm on TensorFlow's fused kernel), TensorFlow backend, side by side in one process: one model per
+variant, their steps alternating so machine load hits all alike. From scratch every pixel's true-class probability
+(about 1/19) is below OHEM's threshold (0.7), so the threshold decides and "ohem" looks for no k-th pixel. Late in
+training fewer than min_kept x batch pixels are below it and min_kept decides: "ohem, min_kept decides" sets the
+threshold to 0.01, under every pixel, so every step finds the batch's (min_kept x batch)-th smallest of 524,288
+probabilities, by the counting search segkit uses; "..., sorting" finds it by sorting them all, as OHEM did before.
+The "XLA" rows compile the step with jit_compile=True (train.jit_compile: true; "auto", the default, means no XLA
+on a CPU-only machine). Run with both cores (the goal conditions) or pin one:
     python benchmarks/bench_losses.py
     taskset -c 0 env OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python benchmarks/bench_losses.py
 """
@@ -23,12 +25,27 @@ from bench_models import WARMUP, alternating_medians, random_batch  # noqa: E402
 
 from segkit import losses  # noqa: E402
 from segkit.models import build  # noqa: E402
+from segkit.workflows.fused_batchnorm import use_fused_kernel  # noqa: E402
 
 CLASSES, BATCH, SIZE = 19, 8, 256
-VARIANTS = {  # label -> (loss name, OHEM's threshold, XLA)
+
+
+class SortingOhem(losses.OhemCrossEntropy):
+    """OHEM finding the k-th smallest probability by sorting every pixel's, as segkit's OHEM did before it counted."""
+
+    def _hard_pixels(self, p_true, valid):
+        flat = keras.ops.reshape(keras.ops.where(valid > 0, p_true, 2.0), (-1,))
+        kth = keras.ops.maximum(keras.ops.minimum(self.min_kept * keras.ops.shape(p_true)[0],
+                                                  keras.ops.cast(keras.ops.sum(valid), "int32") - 1), 0)
+        threshold = keras.ops.maximum(keras.ops.take(keras.ops.sort(flat), kth), self.threshold)
+        return keras.ops.cast(p_true < threshold, "float32") * valid
+
+
+VARIANTS = {  # label -> (loss name or class, OHEM's threshold, XLA)
     "ce": ("ce", 0.7, False),
     "ohem": ("ohem", 0.7, False),
-    "ohem, sorting": ("ohem", 0.01, False),
+    "ohem, min_kept decides": ("ohem", 0.01, False),
+    "..., sorting": (SortingOhem, 0.01, False),
     "ce+lovasz": ("ce+lovasz", 0.7, False),
     "ce, XLA": ("ce", 0.7, True),
     "ohem, XLA": ("ohem", 0.7, True),
@@ -37,7 +54,9 @@ VARIANTS = {  # label -> (loss name, OHEM's threshold, XLA)
 
 def compiled(name, threshold, jit):
     model = build("fastscnn", None, num_classes=CLASSES, input_shape=(SIZE, SIZE, 3))
-    loss = losses.get(name, num_classes=CLASSES, ohem_threshold=threshold)
+    use_fused_kernel(model)
+    loss = (losses.get(name, num_classes=CLASSES, ohem_threshold=threshold) if isinstance(name, str)
+            else name(CLASSES, threshold=threshold))
     model.compile(keras.optimizers.AdamW(2e-3, weight_decay=1e-4), loss, jit_compile=jit)
     return model
 
@@ -53,7 +72,7 @@ def main():
     print(f"{len(os.sched_getaffinity(0))} CPU core(s), keras {keras.__version__}; Fast-SCNN train step, "
           f"{BATCH}x{SIZE}x{SIZE}, median of {args.rounds} alternating steps after {WARMUP} warm-up")
     for label, seconds in medians.items():
-        print(f"  {label:15s} {seconds * 1000:7.0f} ms  {seconds / medians['ce']:5.2f}x ce")
+        print(f"  {label:22s} {seconds * 1000:7.0f} ms  {seconds / medians['ce']:5.2f}x ce")
     print("\nrerun: python benchmarks/bench_losses.py " + " ".join(sys.argv[1:]))
 
 

@@ -306,6 +306,21 @@ def test_ohem_by_hand_on_four_pixels(threshold, min_kept, kept):
     assert value(loss, y, probabilities) == pytest.approx(-np.mean(np.log(kept)), rel=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_ohem_finds_the_kth_smallest_probability_exactly_as_a_sort(seed):
+    # Ties, zeros, the threshold itself and unlabelled pixels' 2.0, as OHEM hands them over; the pick must be the
+    # sorted array's own float, not a neighbour, or the strict `p < threshold` keeps a different set of pixels.
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.random(5000), 3).astype("float32")
+    values[rng.random(5000) < 0.2] = 2.0
+    values[rng.random(5000) < 0.05] = 0.0
+    values[rng.random(5000) < 0.05] = np.float32(0.7)
+    values[:7] = np.nextafter(np.float32(0.7), np.float32(1))
+    for k in [0, 1, 2499, int(rng.integers(5000)), 4999]:
+        picked = keras.ops.convert_to_numpy(losses._kth_smallest(keras.ops.convert_to_tensor(values), k))
+        assert picked.dtype == np.float32 and picked == np.sort(values)[k], k
+
+
 def test_lovasz_of_a_hard_prediction_is_one_minus_the_iou_of_each_present_class():
     # At 0/1 probabilities the Lovasz extension equals the set function it extends: 1 - IoU per class.
     y, logits = sample(seed=12, shape=(2, 7, 9))
