@@ -33,12 +33,9 @@ CLASSES, BATCH, SIZE = 19, 8, 256
 class SortingOhem(losses.OhemCrossEntropy):
     """OHEM finding the k-th smallest probability by sorting every pixel's, as segkit's OHEM did before it counted."""
 
-    def _hard_pixels(self, p_true, valid):
-        flat = keras.ops.reshape(keras.ops.where(valid > 0, p_true, 2.0), (-1,))
-        kth = keras.ops.maximum(keras.ops.minimum(self.min_kept * keras.ops.shape(p_true)[0],
-                                                  keras.ops.cast(keras.ops.sum(valid), "int32") - 1), 0)
-        threshold = keras.ops.maximum(keras.ops.take(keras.ops.sort(flat), kth), self.threshold)
-        return keras.ops.cast(p_true < threshold, "float32") * valid
+    @staticmethod
+    def _kth_pixel(flat, kth):
+        return keras.ops.take(keras.ops.sort(flat), kth)
 
 
 VARIANTS = {  # label -> (loss name or class, OHEM's threshold, XLA)

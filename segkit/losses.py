@@ -157,8 +157,13 @@ class OhemCrossEntropy(_SegmentationLoss):
         # More than kth pixels below the threshold put the kth one below it too: the threshold decides, and the
         # search for the kth pixel is skipped.
         threshold = ops.cond(below > kth, lambda: ops.convert_to_tensor(self.threshold, "float32"),
-                             lambda: ops.maximum(_kth_smallest(flat, kth), self.threshold))
+                             lambda: ops.maximum(self._kth_pixel(flat, kth), self.threshold))
         return ops.cast(p_true < threshold, "float32") * valid
+
+    @staticmethod
+    def _kth_pixel(flat, kth):
+        """The kth-smallest (0-based) of the batch's flattened true-class probabilities."""
+        return _kth_smallest(flat, kth)
 
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold, "min_kept": self.min_kept}

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from segkit import losses
+from segkit.data import make_loader
 from segkit.errors import SegkitError
 from segkit.metrics import MeanIoU
 
@@ -321,30 +322,22 @@ def test_ohem_finds_the_kth_smallest_probability_exactly_as_a_sort(seed):
         assert picked.dtype == np.float32 and picked == np.sort(values)[k], k
 
 
-class _Batches(keras.utils.PyDataset):
-    """(x, y) batches as segkit's loaders serve them: Keras traces the step with batch, height and width unknown."""
-
-    def __init__(self, x, y, batch_size):
-        super().__init__()
-        self.x, self.y, self.batch_size = x, y, batch_size
-
-    def __len__(self):
-        return -(-len(self.x) // self.batch_size)
-
-    def __getitem__(self, index):
-        picked = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        return self.x[picked], self.y[picked]
-
-
 def test_ohem_where_min_kept_decides_runs_compiled_on_batches_of_unknown_shape():
     # threshold 0.01 is under every pixel, so min_kept decides and the k-th pixel is searched for in the traced step.
-    y, logits = sample(seed=13)
-    inputs = keras.Input((None, None, CLASSES))
-    model = keras.Model(inputs, keras.layers.Dense(CLASSES, use_bias=False, kernel_initializer="identity")(inputs))
+    y, _ = sample(seed=13)
+    images = np.random.default_rng(13).integers(0, 256, y.shape + (3,), dtype=np.uint8)
+    inputs = keras.Input((None, None, 3))
+    scores = keras.layers.Dense(CLASSES, kernel_initializer=keras.initializers.RandomNormal(0, 0.02, seed=1))(inputs)
+    model = keras.Model(inputs, scores)
     model.compile("sgd", losses.OhemCrossEntropy(CLASSES, threshold=0.01, min_kept=3), jit_compile=False)
-    evaluated = model.evaluate(_Batches(logits, y, len(y)), verbose=0)
+
+    def batches(size):  # segkit's loader, as training feeds it: Keras traces the step with batch, height and width unknown
+        return make_loader(images, y.astype(np.uint8), np.arange(len(y)), size, shuffle=False)
+
+    logits = keras.ops.convert_to_numpy(model(images.astype("float32")))
+    evaluated = model.evaluate(batches(len(y)), verbose=0)
     assert evaluated == pytest.approx(reference_ohem(y, logits, threshold=0.01, min_kept=3), rel=1e-5)
-    model.fit(_Batches(logits, y, 1), epochs=1, verbose=0)
+    model.fit(batches(1), epochs=1, verbose=0)
 
 
 def test_lovasz_of_a_hard_prediction_is_one_minus_the_iou_of_each_present_class():
