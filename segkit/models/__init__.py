@@ -12,6 +12,7 @@ from segkit.models.inference import check_window, predict_probabilities, require
 from segkit.models.pspnet import AUX_LOSS_WEIGHTS, build_pspnet, build_pspnet_sm
 from segkit.models.resnet import resnet_encoder
 from segkit.models.stats import model_stats
+from segkit.models.strided import strided_logits, subsample_masks
 from segkit.models.unet import build_unet
 from segkit.models.weights import load_encoder_weights
 
@@ -146,5 +147,7 @@ __all__ = [
     "predict_probabilities",
     "required_multiple",
     "resnet_encoder",
+    "strided_logits",
+    "subsample_masks",
     "without_aux",
 ]

@@ -60,28 +60,33 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="segkit")
 class ResizeToMatch(keras.layers.Layer):
-    """Resizes `inputs[0]` to the spatial size of `inputs[1]` (bilinear by default).
+    """Resizes `inputs[0]` to the spatial size of `inputs[1]` (bilinear by default), or to 1/stride of it.
 
     Resizing uses half-pixel centres (`keras.ops.image.resize`), like TensorFlow's and
     PyTorch's `align_corners=False`. Used wherever a branch must meet a feature map or the
-    input image whose size is only known when the model is called.
+    input image whose size is only known when the model is called. With `stride` k the output
+    pixel (i, j) sits where the reference's pixel (k*i + k//2, k*j + k//2) does (to half a pixel
+    for even k): training scores its logits against masks sampled there (`segkit.models.strided_logits`).
     """
 
-    def __init__(self, interpolation="bilinear", **kwargs):
+    def __init__(self, interpolation="bilinear", stride=1, **kwargs):
         super().__init__(**kwargs)
-        self.interpolation = interpolation
+        self.interpolation, self.stride = interpolation, int(stride)
 
     def call(self, inputs):
         images, reference = inputs
         size = ops.shape(reference)[1:3]
+        if self.stride > 1:
+            size = (size[0] // self.stride, size[1] // self.stride)
         return ops.image.resize(images, size, interpolation=self.interpolation)
 
     def compute_output_shape(self, input_shape):
         images_shape, reference_shape = input_shape
-        return (images_shape[0], reference_shape[1], reference_shape[2], images_shape[3])
+        height, width = (None if side is None else side // self.stride for side in reference_shape[1:3])
+        return (images_shape[0], height, width, images_shape[3])
 
     def get_config(self):
-        return {**super().get_config(), "interpolation": self.interpolation}
+        return {**super().get_config(), "interpolation": self.interpolation, "stride": self.stride}
 
 
 def conv_bn_relu(x, filters, kernel_size, name, dilation_rate=1, strides=1):

@@ -110,6 +110,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "mixed_precision": Field(False, (bool, str), "float16 compute (true) or bfloat16 compute (bfloat16), logits stay "
                                  "float32; auto: float16 on a GPU, bfloat16 on a CPU with AVX512-BF16 or AMX, else off"),
         "jit_compile": Field("auto", (str, bool), "XLA compilation of the train step: auto (Keras decides), true or false"),
+        "label_stride": Field(1, _INT, "k > 1: training scores loss and metrics on every k-th pixel of each row and column, "
+                              "against logits upsampled to 1/k of the input (a cheaper step for models that end in an "
+                              "upsampling: fastscnn, pspnet, deeplabv3plus, bisenetv2); loss.ohem_min_kept counts full-size "
+                              "pixels (divided by k^2); saved models, evaluation and predictions stay at full size"),
         "threads": Field(None, _INT, "CPU threads of each TensorFlow op (intra-op; inter-op gets 1); null: all cores. "
                          "Applied only while TensorFlow has not started, i.e. in a fresh process", nullable=True),
         "progressive": Field(None, _LIST, "progressive resizing: [[epoch, [H, W]], ...] trains from each 1-based epoch on "
@@ -451,6 +455,8 @@ def _check_levers(config: dict, where: str) -> None:
                           f"got {loss['ohem_threshold']!r} and {loss['ohem_min_kept']!r}")
     if train["jit_compile"] not in JIT_COMPILE:
         raise SegkitError(f"{where}: 'train.jit_compile' is {train['jit_compile']!r}; valid: auto, true, false")
+    if train["label_stride"] < 1:
+        raise SegkitError(f"{where}: 'train.label_stride' must be >= 1 (1: every pixel), got {train['label_stride']!r}")
     if train["threads"] is not None and train["threads"] < 1:
         raise SegkitError(f"{where}: 'train.threads' must be >= 1 or null, got {train['threads']!r}")
     if config["augment"]["crop"] is not None and not _is_size(config["augment"]["crop"]):

@@ -111,13 +111,15 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
             print(f"data-parallel training on {replicas} devices ({train_cfg['distribution']})")
         # Crops train at other sizes than validation: the model then takes any size.
         model = build_model(cfg, data.num_classes, (None, None) if training_sizes(cfg) else data.train.image_size)
-        _check_training_sizes(cfg, model)  # crops the model cannot take, before a run folder exists
+        _check_training_sizes(cfg, model, data)  # crops the model cannot take, before a run folder exists
         fused_batchnorm.use_fused_kernel(model)  # the same statistics, a faster step under TensorFlow
+        # `model` is what best.keras holds; `trainer` shares its weights and is what fit, compile and resume use.
+        trainer = models.strided_logits(model, train_cfg["label_stride"])
         if fresh:
             finetune.init_from(model, cfg)  # a source that fits no layer fails here too
         encoder = finetune.encoder_layers(model, cfg) if train_cfg["freeze_encoder_epochs"] else []
         budget = optim.spans_budget(cfg)
-        _compile(model, cfg, data, total_steps=steps * train_cfg["epochs"], budget=budget)
+        _compile(trainer, cfg, data, total_steps=steps * train_cfg["epochs"], budget=budget)
         run = open_run()  # only now: a config the model or its weights reject leaves no orphan run folder
         print(f"run folder: {run.path}")
         state = run.state
@@ -127,10 +129,11 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
             print(f"data.val: 0: training on all {len(data.train)} items of {data.train.path}, no validation; best.keras "
                   "holds the final weights (with a learning rate that decays to its end, the last weights are the ones to keep)")
         if state["checkpoint"] is not None:
-            _restore(model, run.last_checkpoint())
+            _restore(trainer, run.last_checkpoint())
             print(f"resuming after epoch {state['epoch']} from {run.last_checkpoint().name}")
         ema = [EmaWeights()] if cfg["optimizer"]["ema"] is not None else []
-        aux = tuple(model.output) if isinstance(model.output, dict) else ()
+        aux = tuple(trainer.output) if isinstance(trainer.output, dict) else ()
+        label_stride = train_cfg["label_stride"]
         recorder = None
         # One fit per training size: Keras fixes a dataset's batch shape when fit starts.
         max_seconds = None if train_cfg["max_minutes"] is None else 60 * train_cfg["max_minutes"]
@@ -142,16 +145,18 @@ def _fit(cfg, open_run, data, verbose, fresh) -> runs.Run:
             recorder = RunRecorder(run, inference_model(model), state if recorder is None else recorder.state,
                                    max_seconds=max_seconds, evaluation_weights=ema[0].swapped if ema else None)
             # Before the recorder: the checkpoint it saves at an epoch's end holds the schedule length just estimated.
-            span = [BudgetSpan(optim.schedule_length(model.optimizer), steps * train_cfg["epochs"], max_seconds,
+            span = [BudgetSpan(optim.schedule_length(trainer.optimizer), steps * train_cfg["epochs"], max_seconds,
                                recorder.used_seconds)] if budget else []
             if crop is not None and train_cfg["progressive"] is not None:
                 print(f"epochs {first + 1}-{last}: training on {crop[0]}x{crop[1]} crops")
                 # A new train function traces at the stage's size; retracing the old one would relax H and W to
                 # unknown, which some layers (bilinear UpSampling2D under TensorFlow) cannot build.
-                model.make_train_function(force=True)
-            model.fit(
-                _EpochSteps(_loader(cfg, data.train, shuffle=True, crop=crop), steps, epoch=first, aux=aux),
-                validation_data=None if val_loader is None else _EpochSteps(val_loader, len(val_loader), aux=aux),
+                trainer.make_train_function(force=True)
+            trainer.fit(
+                _EpochSteps(_loader(cfg, data.train, shuffle=True, crop=crop), steps, epoch=first, aux=aux,
+                            label_stride=label_stride),
+                validation_data=None if val_loader is None else _EpochSteps(val_loader, len(val_loader), aux=aux,
+                                                                            label_stride=label_stride),
                 epochs=last,
                 initial_epoch=first,
                 # EMA swaps its weights in before precise BN re-estimates the statistics for them.
@@ -272,13 +277,20 @@ def set_threads(threads) -> None:
               f"it keeps {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads")
 
 
-def _check_training_sizes(cfg, model) -> None:
-    """Raises when a crop size of augment.crop / train.progressive is not a multiple of the model's largest stride."""
+def _check_training_sizes(cfg, model, data) -> None:
+    """Raises when a crop size of augment.crop / train.progressive is not a multiple of the model's largest stride,
+    or a training or validation size is not a multiple of train.label_stride."""
     multiple = models.required_multiple(model)
     for size in training_sizes(cfg):
         if any(side % multiple for side in size):
             raise SegkitError(f"training crop {size[0]}x{size[1]} (augment.crop / train.progressive) is not a multiple of "
                               f"{multiple}, which this model needs")
+    stride = cfg["train"]["label_stride"]
+    sizes = training_sizes(cfg) or [data.train.image_size]
+    for size in sizes + ([] if data.val is None else [data.val.image_size]):
+        if any(side % stride for side in size):
+            raise SegkitError(f"train.label_stride {stride} does not divide the {size[0]}x{size[1]} images training or "
+                              "validation sees; choose a stride that does")
 
 
 def build_model(cfg: dict, num_classes: int, image_size) -> keras.Model:
@@ -298,7 +310,8 @@ def _compile(model, cfg, data, total_steps, budget=False) -> None:
         share = datasets.class_pixel_share(data.train, data.num_classes)
         weights = losses.class_weights(share, method=cfg["loss"]["class_weights"])
     loss = losses.get(cfg["loss"]["name"], num_classes=data.num_classes, class_weights=weights, ignore_index=data_lib.IGNORE_INDEX,
-                      ohem_threshold=cfg["loss"]["ohem_threshold"], ohem_min_kept=cfg["loss"]["ohem_min_kept"])
+                      ohem_threshold=cfg["loss"]["ohem_threshold"],
+                      ohem_min_kept=cfg["loss"]["ohem_min_kept"] // cfg["train"]["label_stride"] ** 2)
     miou = metrics.MeanIoU(data.num_classes, ignore_index=data_lib.IGNORE_INDEX, name="miou")
     optimizer = optim.build(cfg["optimizer"], total_steps, budget=budget)
     jit = cfg["train"]["jit_compile"]
@@ -350,11 +363,12 @@ class _EpochSteps(keras.utils.PyDataset):
     at epoch e sees exactly the batches an uninterrupted one would, also when train.steps_per_epoch is below
     the loader's batches per epoch (Keras' own steps_per_epoch carries its iterator across epochs instead).
     aux: the output names of a model with auxiliary heads, each fed the same mask.
+    label_stride: masks subsampled for a `models.strided_logits` model of that stride.
     """
 
-    def __init__(self, loader, steps, *, epoch=0, aux=()):
+    def __init__(self, loader, steps, *, epoch=0, aux=(), label_stride=1):
         super().__init__()
-        self.loader, self.steps, self.epoch, self.aux = loader, steps, epoch, aux
+        self.loader, self.steps, self.epoch, self.aux, self.label_stride = loader, steps, epoch, aux, label_stride
 
     def __len__(self):
         return self.steps
@@ -363,6 +377,7 @@ class _EpochSteps(keras.utils.PyDataset):
         if not 0 <= index < self.steps:
             raise IndexError(f"step {index} out of range for {self.steps} steps")
         x, y = self.loader.batch_of(*divmod(self.epoch * self.steps + index, len(self.loader)))
+        y = models.subsample_masks(y, self.label_stride)
         return (x, {name: y for name in self.aux}) if self.aux else (x, y)
 
     def on_epoch_end(self):
