@@ -355,8 +355,8 @@ def train_step_seconds(config, overrides=None, *, num_classes: int = 19, steps: 
         num_classes: classes of the output layer.
         steps: timed steps, after two untimed ones that trace and warm up.
 
-    Cross-entropy and the config's optimizer, in the config's precision (train.mixed_precision): what a budget
-    buys on this machine, before validation and checkpoints take their share.
+    Cross-entropy and the config's optimizer, in the config's precision (train.mixed_precision), scored at its
+    train.label_stride: what a budget buys on this machine, before validation and checkpoints take their share.
     """
     import keras
 
@@ -368,13 +368,14 @@ def train_step_seconds(config, overrides=None, *, num_classes: int = 19, steps: 
         keras.mixed_precision.set_dtype_policy(mixed)
     try:
         plain = {**cfg, "model": {**cfg["model"], "aux_head": False, "detail_head": False, "encoder_weights": None}}
-        model = train.build_model(plain, num_classes, (height, width))
+        stride = cfg["train"]["label_stride"]
+        model = models.strided_logits(train.build_model(plain, num_classes, (height, width)), stride)
         model.compile(keras.optimizers.AdamW(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     finally:
         keras.mixed_precision.set_dtype_policy(saved)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch, height, width, 3)).astype("float32")
-    masks = rng.integers(0, num_classes, (batch, height, width)).astype("int32")
+    masks = models.subsample_masks(rng.integers(0, num_classes, (batch, height, width)).astype("int32"), stride)
     seconds = []
     for _ in range(steps + 2):
         start = time.perf_counter()

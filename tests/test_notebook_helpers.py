@@ -69,3 +69,15 @@ def test_find_finished_takes_the_newest_finished_run_of_that_config_with_those_v
     assert notebook.find_finished(tmp_path, "cfg", {"data.size": [32, 32]}).path == small
     assert notebook.find_finished(tmp_path, "cfg", {"data.size": [16, 16]}) is None
     assert notebook.find_finished(tmp_path / "nothing-here", "cfg") is None
+
+
+def test_train_step_seconds_times_the_step_at_the_configs_label_stride(monkeypatch):
+    from segkit.models import strided
+
+    strides = []
+    real = strided.strided_logits
+    monkeypatch.setattr(notebook.models, "strided_logits", lambda model, stride: strides.append(stride) or real(model, stride))
+    seconds = notebook.train_step_seconds("fastscnn_cityscapes-pairs_256x256_cpu-35min",
+                                          {"data.size": [64, 64], "train.batch_size": 2}, steps=1)
+    # the shipped recipe scores every 4th pixel: 16x16 logits against 16x16 masks (a 64x64 mask would not fit them)
+    assert strides == [4] and seconds > 0

@@ -1,5 +1,6 @@
 """Config levers reach what they claim to: class weights the loss, bn_momentum every BatchNormalization layer,
-weight_decay the optimizer's update, data.format a raw folder prepared once into the cache."""
+weight_decay the optimizer's update, data.format a raw folder prepared once into the cache, label_stride the pixels
+training scores."""
 
 import hashlib
 import json
@@ -9,10 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segkit import data
-from segkit.workflows import config, datasets, optim
+import segkit
+from segkit import data, losses
+from segkit.errors import SegkitError
+from segkit.models.layers import ResizeToMatch
+from segkit.workflows import config, datasets, optim, runs
 from segkit.workflows import train as train_module
-from training_support import tiny_config, train_with_stand_in
+from training_support import (Killed, brute_force_run_scores, kill_at_commit, tiny_config, train_with_stand_in,
+                              upsample_bilinear)
 
 
 def test_median_class_weights_give_the_hand_computed_validation_loss(dataset, tmp_path):
@@ -111,3 +116,80 @@ def test_same_named_folders_and_other_sizes_get_their_own_cache_entries(tmp_path
              for parent in ("a", "b") for size in ((32, 32), (16, 16))}
     assert len(paths) == 4 and {p.parent for p in paths} == {cache}
     assert {p.name.split("-")[4] for p in paths} == {"32x32", "16x16"}
+
+
+def _train(config_dict, runs_dir):
+    return segkit.train(config_dict, runs_dir=runs_dir, verbose=0)
+
+
+def tiny_resize_model(cfg, num_classes, image_size):
+    """Stand-in for a model that ends in a bilinear upsampling to the input size (Fast-SCNN, PSPNet): strided conv,
+    1x1 classifier, `ResizeToMatch` to the image."""
+    inputs = keras.Input((*image_size, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=4, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
+    return keras.Model(inputs, ResizeToMatch(name="logits", dtype="float32")([x, inputs]), name="tiny_resize")
+
+
+def test_label_stride_scores_validation_on_every_second_pixel_and_saves_the_full_size_model(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "build_model", tiny_resize_model)
+    run = _train(tiny_config(dataset, train={"epochs": 1, "label_stride": 2}), tmp_path)
+    prepared = data.load_prepared(dataset)
+    val_idx = np.asarray(run.dataset["val"]["indices"])
+    images, truth = np.asarray(prepared.images[val_idx], np.float32), np.asarray(prepared.masks[val_idx]).astype(int)
+    best = keras.saving.load_model(run.path / "best.keras")
+    assert best.output.shape[1:3] == truth.shape[1:3]  # 32x32: the saved model is the full-size one
+    features = keras.Model(best.input, best.get_layer("classifier").output)(images)
+    strided = upsample_bilinear(np.asarray(features, np.float64), (16, 16))  # numpy, half-pixel centres
+
+    def cross_entropy(logits, masks):
+        log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        keep = masks != 255
+        return -np.take_along_axis(log_p, np.where(keep, masks, 0)[..., None], axis=-1)[..., 0][keep].mean()
+
+    val_loss = pd.read_csv(run.path / "history.csv")["val_loss"].iloc[0]
+    assert val_loss == pytest.approx(cross_entropy(strided, truth[:, 1::2, 1::2]), rel=1e-4)
+    assert val_loss != pytest.approx(cross_entropy(strided, truth[:, ::2, ::2]), rel=1e-3)  # the other offset
+    # metrics.json scores the full-size model on the full-size masks
+    _, miou, _ = brute_force_run_scores(run, dataset)
+    assert run.metrics["miou"] == pytest.approx(miou, abs=1e-12)
+
+
+def test_label_stride_divides_ohem_min_kept_by_its_square(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "build_model", tiny_resize_model)
+    asked, real_get = [], losses.get
+    monkeypatch.setattr(losses, "get", lambda name, **options: asked.append(options) or real_get(name, **options))
+    loss = {"name": "ohem", "ohem_min_kept": 1000}
+    _train(tiny_config(dataset, train={"epochs": 1, "label_stride": 2}, loss=loss), tmp_path)
+    assert asked[-1]["ohem_min_kept"] == 250
+
+
+@pytest.mark.parametrize(("model", "stride", "message"), [
+    ("tiny_resize", 3, r"train.label_stride 3 does not divide the 32x32 images"),
+    ("unet", 2, r"computes its output 'logits' at the input size"),
+])
+def test_a_label_stride_the_model_or_data_cannot_take_leaves_no_run_folder(dataset, tmp_path, monkeypatch, model, stride,
+                                                                           message):
+    if model == "tiny_resize":
+        monkeypatch.setattr(train_module, "build_model", tiny_resize_model)
+    config_dict = tiny_config(dataset, model={"name": "unet", "encoder": "resnet18"}, train={"label_stride": stride})
+    with pytest.raises(SegkitError, match=message):
+        _train(config_dict, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_label_stride_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "build_model", tiny_resize_model)
+    config_dict = tiny_config(dataset, train={"epochs": 2, "label_stride": 2}, optimizer={"schedule": "poly"})
+    whole = _train(config_dict, tmp_path / "whole")
+    commit = kill_at_commit(monkeypatch, 2)
+    with pytest.raises(Killed):
+        _train(config_dict, tmp_path / "killed")
+    monkeypatch.setattr(runs.Run, "write_state", commit)
+    (killed,) = (tmp_path / "killed").iterdir()
+    resumed = segkit.train(None, resume=killed, verbose=0)
+    a, b = (pd.read_csv(r.path / "history.csv").drop(columns="seconds") for r in (whole, resumed))
+    pd.testing.assert_frame_equal(a, b, atol=1e-5)
+    for x, y in zip(*(keras.saving.load_model(r.path / "best.keras").get_weights() for r in (whole, resumed))):
+        np.testing.assert_allclose(x, y, atol=1e-5)
