@@ -15,7 +15,7 @@ from segkit.models import batchnorm, bisenetv2
 from segkit.workflows import config as config_lib
 from segkit.workflows import distribution, runs
 from segkit.workflows import train as train_module
-from training_support import Killed, brute_force_run_scores, kill_at_commit, prepared_synthetic, tiny_config, tiny_model
+from training_support import brute_force_run_scores, killed_run, prepared_synthetic, tiny_config, tiny_model
 
 
 def _train(config, runs_dir, **kwargs):
@@ -74,11 +74,7 @@ def test_a_run_killed_mid_commit_resumes_to_the_uninterrupted_result(dataset, st
                          optimizer={"schedule": "poly", "name": "sgd", "learning_rate": 0.05})
     whole = _train(config, tmp_path / "whole")
 
-    commit = kill_at_commit(monkeypatch, 3)
-    with pytest.raises(Killed):
-        _train(config, tmp_path / "killed")
-    monkeypatch.setattr(runs.Run, "write_state", commit)
-    (killed,) = (tmp_path / "killed").iterdir()
+    killed = killed_run(config, tmp_path / "killed", monkeypatch, 3)
     state = json.loads((killed / "state.json").read_text())
     assert state["epoch"] == 2 and state["checkpoint"] == "last-0002.keras"
     assert (killed / "last-0002.keras").is_file()

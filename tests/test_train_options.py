@@ -14,10 +14,9 @@ import segkit
 from segkit import data, losses
 from segkit.errors import SegkitError
 from segkit.models.layers import ResizeToMatch
-from segkit.workflows import config, datasets, optim, runs
+from segkit.workflows import config, datasets, optim
 from segkit.workflows import train as train_module
-from training_support import (Killed, brute_force_run_scores, kill_at_commit, tiny_config, train_with_stand_in,
-                              upsample_bilinear)
+from training_support import brute_force_run_scores, killed_run, tiny_config, train_with_stand_in, upsample_bilinear
 
 
 def test_median_class_weights_give_the_hand_computed_validation_loss(dataset, tmp_path):
@@ -183,11 +182,7 @@ def test_a_label_stride_run_killed_mid_commit_resumes_to_the_uninterrupted_resul
     monkeypatch.setattr(train_module, "build_model", tiny_resize_model)
     config_dict = tiny_config(dataset, train={"epochs": 2, "label_stride": 2}, optimizer={"schedule": "poly"})
     whole = _train(config_dict, tmp_path / "whole")
-    commit = kill_at_commit(monkeypatch, 2)
-    with pytest.raises(Killed):
-        _train(config_dict, tmp_path / "killed")
-    monkeypatch.setattr(runs.Run, "write_state", commit)
-    (killed,) = (tmp_path / "killed").iterdir()
+    killed = killed_run(config_dict, tmp_path / "killed", monkeypatch, 2)
     resumed = segkit.train(None, resume=killed, verbose=0)
     a, b = (pd.read_csv(r.path / "history.csv").drop(columns="seconds") for r in (whole, resumed))
     pd.testing.assert_frame_equal(a, b, atol=1e-5)

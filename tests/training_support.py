@@ -45,6 +45,16 @@ def kill_at_commit(monkeypatch, epoch: int):
     return commit
 
 
+def killed_run(config, runs_dir: Path, monkeypatch, epoch: int) -> Path:
+    """Trains `config` into `runs_dir`, killed while committing `epoch`; returns the run folder, the real commit back."""
+    commit = kill_at_commit(monkeypatch, epoch)
+    with pytest.raises(Killed):
+        segkit.train(config, runs_dir=runs_dir, verbose=0)
+    monkeypatch.setattr(runs.Run, "write_state", commit)
+    (killed,) = runs_dir.iterdir()
+    return killed
+
+
 def tiny_config(data_path, **sections) -> dict:
     """A config for a few quick steps on `data_path`; `sections` update sections (train={"epochs": 3}) or set name="x"."""
     config = {
