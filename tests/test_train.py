@@ -16,10 +16,7 @@ from segkit.workflows import config as config_lib
 from segkit.workflows import distribution, runs
 from segkit.workflows import train as train_module
 from training_support import brute_force_run_scores, killed_run, prepared_synthetic, tiny_config, tiny_model
-
-
-def _train(config, runs_dir, **kwargs):
-    return segkit.train(config, runs_dir=runs_dir, verbose=0, **kwargs)
+from training_support import train_quietly as _train
 
 
 def test_run_folder_holds_history_checkpoints_and_metrics_of_the_best_model(dataset, stand_in, tmp_path):

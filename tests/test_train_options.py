@@ -17,6 +17,7 @@ from segkit.models.layers import ResizeToMatch
 from segkit.workflows import config, datasets, optim
 from segkit.workflows import train as train_module
 from training_support import brute_force_run_scores, killed_run, tiny_config, train_with_stand_in, upsample_bilinear
+from training_support import train_quietly as _train
 
 
 def test_median_class_weights_give_the_hand_computed_validation_loss(dataset, tmp_path):
@@ -115,10 +116,6 @@ def test_same_named_folders_and_other_sizes_get_their_own_cache_entries(tmp_path
              for parent in ("a", "b") for size in ((32, 32), (16, 16))}
     assert len(paths) == 4 and {p.parent for p in paths} == {cache}
     assert {p.name.split("-")[4] for p in paths} == {"32x32", "16x16"}
-
-
-def _train(config_dict, runs_dir):
-    return segkit.train(config_dict, runs_dir=runs_dir, verbose=0)
 
 
 def tiny_resize_model(cfg, num_classes, image_size):

@@ -45,11 +45,16 @@ def kill_at_commit(monkeypatch, epoch: int):
     return commit
 
 
+def train_quietly(config, runs_dir, **kwargs):
+    """`segkit.train` into `runs_dir` with no progress output."""
+    return segkit.train(config, runs_dir=runs_dir, verbose=0, **kwargs)
+
+
 def killed_run(config, runs_dir: Path, monkeypatch, epoch: int) -> Path:
     """Trains `config` into `runs_dir`, killed while committing `epoch`; returns the run folder, the real commit back."""
     commit = kill_at_commit(monkeypatch, epoch)
     with pytest.raises(Killed):
-        segkit.train(config, runs_dir=runs_dir, verbose=0)
+        train_quietly(config, runs_dir)
     monkeypatch.setattr(runs.Run, "write_state", commit)
     (killed,) = runs_dir.iterdir()
     return killed
