@@ -219,6 +219,7 @@ def test_holdout_split_rejects_bad_sizes(num_items, val):
         (lambda im, m: (im, m, [0], 0, {}), "batch_size"),
         (lambda im, m: (im, m, [0], 1, {"one_hot": True}), "num_classes"),
         (lambda im, m: (im, m, [0], 1, {"augment": "flip"}), "Augment"),
+        (lambda im, m: (im, m, [0], 1, {"class_uniform": 1.5}), "class_uniform must be a share in \\[0, 1\\], got 1.5"),
     ],
 )
 def test_bad_arguments_raise_one_line_errors(change, message):

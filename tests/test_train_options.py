@@ -185,3 +185,18 @@ def test_a_label_stride_run_killed_mid_commit_resumes_to_the_uninterrupted_resul
     pd.testing.assert_frame_equal(a, b, atol=1e-5)
     for x, y in zip(*(keras.saving.load_model(r.path / "best.keras").get_weights() for r in (whole, resumed))):
         np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+def test_class_uniform_reaches_the_training_loader_only(dataset, stand_in, tmp_path, monkeypatch):
+    loaders = []
+    make_loader = train_module.data_lib.make_loader
+
+    def recording_loader(*args, **kwargs):
+        loaders.append(make_loader(*args, **kwargs))
+        return loaders[-1]
+
+    monkeypatch.setattr(train_module.data_lib, "make_loader", recording_loader)
+    _train(tiny_config(dataset, train={"epochs": 1, "class_uniform": 1.0, "precise_bn": 0}), tmp_path)
+    training = [loader for loader in loaders if loader.shuffle]
+    assert training and all(loader.class_uniform == 1.0 and loader.holders for loader in training)
+    assert all(loader.class_uniform == 0 for loader in loaders if not loader.shuffle)

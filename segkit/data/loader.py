@@ -11,6 +11,7 @@ import cv2
 import keras
 import numpy as np
 
+from segkit.data import sampling
 from segkit.data.palette import IGNORE_INDEX
 from segkit.errors import SegkitError
 
@@ -93,12 +94,15 @@ class Augment:
 class SegmentationBatches(keras.utils.PyDataset):
     """(x, y) batches over `indices` of paired image/mask arrays; see `make_loader`."""
 
-    def __init__(self, images, masks, indices, batch_size, *, shuffle, augment, one_hot, num_classes, seed, **pydataset_kwargs):
+    def __init__(self, images, masks, indices, batch_size, *, shuffle, augment, one_hot, num_classes, seed, class_uniform=0.0,
+                 **pydataset_kwargs):
         super().__init__(**pydataset_kwargs)
         self.images, self.masks = images, masks
         self.indices = np.asarray(indices, dtype=np.int64)
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.one_hot, self.seed = one_hot, seed
+        self.class_uniform = class_uniform if shuffle else 0.0
+        self.holders = sampling.class_holders(masks, self.indices) if self.class_uniform else None
         self.epoch = 0
         self.order = self._order_for(0)
         self.num_classes = num_classes
@@ -108,7 +112,8 @@ class SegmentationBatches(keras.utils.PyDataset):
     def _order_for(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return self.indices
-        return np.random.default_rng([self.seed, epoch]).permutation(self.indices)
+        return sampling.epoch_order(self.indices, np.random.default_rng([self.seed, epoch]), class_uniform=self.class_uniform,
+                                    holders=self.holders)
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
@@ -153,13 +158,16 @@ class SegmentationBatches(keras.utils.PyDataset):
 
 
 def make_loader(images, masks, indices, batch_size: int, *, shuffle: bool = True, augment: Augment | None = None,
-                one_hot: bool = False, num_classes: int | None = None, seed: int = 0, **pydataset_kwargs) -> keras.utils.PyDataset:
+                one_hot: bool = False, num_classes: int | None = None, seed: int = 0, class_uniform: float = 0.0,
+                **pydataset_kwargs) -> keras.utils.PyDataset:
     """A `keras.utils.PyDataset` of (x, y) batches for `model.fit`.
 
     images: (N, H, W, 3) uint8 array or memmap; masks: (N, H, W) uint8, 255 = ignore.
     indices: which items to serve (e.g. from `holdout_split`). The last batch may be smaller.
     shuffle: a new order after every `on_epoch_end` (Keras also calls it once as `fit` starts), drawn from
         (seed, epoch count), so runs are reproducible.
+    class_uniform: with shuffle, the share of each epoch's draws that pick a class uniformly at random, then an item
+        holding it (`segkit.data.sampling.epoch_order`); 0 serves every item once per epoch.
     augment: an `Augment`, or None for the items as they are.
     x: float32 (B, H, W, 3) RGB 0..255. y: int32 (B, H, W) with 255 = ignore, or with one_hot=True float32
     (B, H, W, num_classes) where ignored pixels are all zeros.
@@ -177,8 +185,10 @@ def make_loader(images, masks, indices, batch_size: int, *, shuffle: bool = True
         raise SegkitError(f"augment must be a segkit.data.Augment or None, got {type(augment).__name__}")
     if one_hot and (not isinstance(num_classes, (int, np.integer)) or not 0 < num_classes < IGNORE_INDEX):
         raise SegkitError(f"one_hot=True needs num_classes between 1 and 254, got {num_classes!r}")
+    if not 0 <= class_uniform <= 1:
+        raise SegkitError(f"class_uniform must be a share in [0, 1], got {class_uniform!r}")
     return SegmentationBatches(images, masks, indices, int(batch_size), shuffle=shuffle, augment=augment, one_hot=one_hot,
-                               num_classes=num_classes, seed=seed, **pydataset_kwargs)
+                               num_classes=num_classes, seed=seed, class_uniform=class_uniform, **pydataset_kwargs)
 
 
 def _check_arrays(images, masks) -> None:

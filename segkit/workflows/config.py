@@ -120,6 +120,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
                              "random crops of that size (the last stage should be the full size); null: off", nullable=True),
         "distribution": Field("none", _STR, "data-parallel training: mirrored (local devices, TensorFlow), "
                               "multi_worker_mirrored (machines in TF_CONFIG, TensorFlow), data_parallel (local devices, JAX)", DISTRIBUTIONS),
+        "class_uniform": Field(0.0, _FLOAT, "share of each epoch's draws that pick a class uniformly at random, then an "
+                               "image holding it (at least 1/256 of its pixels), so rare classes come round more often "
+                               "(NVIDIA's class_uniform_pct, Zhu et al. 2019); the rest is a plain shuffle. 0: every image once an epoch"),
         "freeze_encoder_epochs": Field(0, _INT, "warm-up: the first N epochs train with the encoder frozen (weights and "
                                        "BatchNorm statistics), then everything trains; 0: off"),
     },
@@ -412,6 +415,8 @@ def _check_ranges(config: dict, where: str) -> None:
     if isinstance(train["mixed_precision"], str) and train["mixed_precision"] not in ("auto", "bfloat16"):
         raise SegkitError(f"{where}: 'train.mixed_precision' must be true, false, bfloat16 or auto, "
                           f"got {train['mixed_precision']!r}")
+    if not 0 <= train["class_uniform"] <= 1:
+        raise SegkitError(f"{where}: 'train.class_uniform' must be a share in [0, 1], got {train['class_uniform']!r}")
     if train["precise_bn"] < 0:
         raise SegkitError(f"{where}: 'train.precise_bn' must be >= 0, got {train['precise_bn']!r}")
     if train["freeze_encoder_epochs"] < 0:

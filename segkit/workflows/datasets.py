@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from segkit import data as data_lib
+from segkit.data import sampling
 from segkit.errors import SegkitError
 from segkit.workflows.config import SYNTHETIC
 
@@ -127,10 +128,7 @@ def _with_synthetic_pairs(spec: dict) -> dict:
 
 def class_pixel_share(split: Split, num_classes: int) -> np.ndarray:
     """Share of each class among the non-ignored pixels of the split's masks (what class weights are made from)."""
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for start in range(0, len(split.indices), 64):  # chunks keep memory flat on large datasets
-        masks = np.asarray(split.dataset.masks[np.sort(split.indices[start : start + 64])])
-        counts += np.bincount(masks[masks != data_lib.IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
+    counts = sampling.class_pixel_counts(split.dataset.masks, split.indices)[:, :num_classes].sum(axis=0)
     return counts / max(counts.sum(), 1)
 
 

@@ -353,7 +353,7 @@ def _loader(cfg, split, *, shuffle, crop=None):
     if shuffle and crop is not None:  # crops without the other augmentations when augment.enabled is false
         augment = dataclasses.replace(augment or data_lib.Augment(hflip=0, scale=(1, 1), color_jitter=0), crop=crop)
     return data_lib.make_loader(split.dataset.images, split.dataset.masks, split.indices, cfg["train"]["batch_size"],
-                                shuffle=shuffle, augment=augment, seed=cfg["train"]["seed"])
+                                shuffle=shuffle, augment=augment, seed=cfg["train"]["seed"], class_uniform=cfg["train"]["class_uniform"])
 
 
 class _EpochSteps(keras.utils.PyDataset):
