@@ -81,3 +81,10 @@ def test_a_class_uniform_share_outside_0_1_is_refused():
     assert config.load({"data": {"path": "x"}, "train": {"class_uniform": 0.5}})["train"]["class_uniform"] == 0.5
     with pytest.raises(SegkitError, match=r"'train.class_uniform' must be a share in \[0, 1\], got 1.5"):
         config.load({"data": {"path": "x"}, "train": {"class_uniform": 1.5}})
+
+
+def test_class_uniform_sampling_of_masks_holding_no_class_is_refused_in_one_line():
+    masks = np.full((3, 32, 32), 255, np.uint8)
+    masks[:, 0, :3] = 4  # 3 pixels: under the 4 that hold a class
+    with pytest.raises(SegkitError, match=r"^class_uniform=0.5 needs a class in the masks, but every one of the 3 is ignore"):
+        make_loader(np.zeros((3, 32, 32, 3), np.uint8), masks, np.arange(3), 2, class_uniform=0.5)

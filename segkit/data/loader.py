@@ -103,6 +103,9 @@ class SegmentationBatches(keras.utils.PyDataset):
         self.one_hot, self.seed = one_hot, seed
         self.class_uniform = class_uniform if shuffle else 0.0
         self.holders = sampling.class_holders(masks, self.indices) if self.class_uniform else None
+        if self.class_uniform and not self.holders:
+            raise SegkitError(f"class_uniform={class_uniform} needs a class in the masks, but every one of the "
+                              f"{len(self.indices)} is ignore (255) or holds each label on under 1/256 of its pixels")
         self.epoch = 0
         self.order = self._order_for(0)
         self.num_classes = num_classes

@@ -44,6 +44,11 @@ def epoch_order(indices, rng: np.random.Generator, *, class_uniform: float = 0.0
         return rng.permutation(indices)
     by_class = int(round(class_uniform * len(indices)))
     classes = rng.integers(len(holders), size=by_class)
-    picked = np.array([holders[c][rng.integers(len(holders[c]))] for c in classes], dtype=np.int64)
+    sizes = np.array([len(items) for items in holders])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    # One vectorised draw (the loader asks for an epoch's order at every batch): item k of class c's holders sits at
+    # starts[c] + k of their concatenation, and k = floor(u * n_c) is uniform over them.
+    positions = starts[classes] + (rng.random(by_class) * sizes[classes]).astype(np.int64)
+    picked = np.concatenate(holders)[positions]
     plain = rng.permutation(indices)[: len(indices) - by_class]
     return rng.permutation(np.concatenate([plain, picked]))
