@@ -108,6 +108,7 @@ class SegmentationBatches(keras.utils.PyDataset):
                               f"{len(self.indices)} is ignore (255) or holds each label on under 1/256 of its pixels")
         self.epoch = 0
         self.order = self._order_for(0)
+        self._other = (None, None)  # (epoch, order) last drawn for an epoch other than the loader's own
         self.num_classes = num_classes
         # Row 255 of the one-hot lookup is all zeros: ignored pixels get no target at all.
         self.one_hot_rows = np.eye(256, num_classes or 0, dtype=np.float32)
@@ -117,6 +118,14 @@ class SegmentationBatches(keras.utils.PyDataset):
             return self.indices
         return sampling.epoch_order(self.indices, np.random.default_rng([self.seed, epoch]), class_uniform=self.class_uniform,
                                     holders=self.holders)
+
+    def _other_order(self, epoch: int) -> np.ndarray:
+        # Training's _EpochSteps asks for batches by epoch without advancing the loader: draw each epoch's order once.
+        drawn_epoch, order = self._other
+        if drawn_epoch != epoch:
+            order = self._order_for(epoch)
+            self._other = (epoch, order)  # one tuple, replaced whole: safe with PyDataset's worker threads
+        return order
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
@@ -132,7 +141,7 @@ class SegmentationBatches(keras.utils.PyDataset):
         """Batch `batch` of epoch `epoch`: a function of (seed, epoch, batch) alone, whichever epoch the loader is at."""
         if not 0 <= batch < len(self):
             raise IndexError(f"batch {batch} out of range for {len(self)} batches")
-        order = self.order if epoch == self.epoch else self._order_for(epoch)
+        order = self.order if epoch == self.epoch else self._other_order(epoch)
         picks = order[batch * self.batch_size : (batch + 1) * self.batch_size]
         if self.augment is None:
             x = np.asarray(self.images[picks], np.float32)

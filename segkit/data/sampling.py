@@ -46,8 +46,7 @@ def epoch_order(indices, rng: np.random.Generator, *, class_uniform: float = 0.0
     classes = rng.integers(len(holders), size=by_class)
     sizes = np.array([len(items) for items in holders])
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    # One vectorised draw (the loader asks for an epoch's order at every batch): item k of class c's holders sits at
-    # starts[c] + k of their concatenation, and k = floor(u * n_c) is uniform over them.
+    # Item k of class c's holders sits at starts[c] + k of their concatenation; k = floor(u * n_c) is uniform over them.
     positions = starts[classes] + (rng.random(by_class) * sizes[classes]).astype(np.int64)
     picked = np.concatenate(holders)[positions]
     plain = rng.permutation(indices)[: len(indices) - by_class]
