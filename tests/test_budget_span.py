@@ -163,3 +163,33 @@ def test_a_budget_that_runs_out_while_an_epoch_is_saved_starts_no_further_epoch(
     history = pd.read_csv(run.path / "history.csv")
     assert list(history["epoch"]) == [1, 2] and (history["steps"] == history["epoch_steps"]).all()
     assert capsys.readouterr().out.count("time budget of 1.0 min reached") == 1
+
+
+@pytest.mark.parametrize("budget_seconds, steps, message", [
+    (11.5, [6], "time budget of 0.2 min reached after step 6/6 of epoch 1 (0.5 s left, less than a step): stopping"),
+    (12.5, [6, 2], "time budget of 0.2 min reached after step 2/6 of epoch 2: stopping"),
+])
+def test_no_epoch_starts_with_less_time_left_than_a_step(dataset, tmp_path, monkeypatch, capsys, budget_seconds, steps, message):
+    """Fake time: 1 s a step, 5 s to commit an epoch; 12 training items in batches of 2 are 6 steps an epoch.
+
+    Epoch 1 ends at 6 + 5 = 11 s. With 0.5 s left it is the last; with 1.5 s left epoch 2 runs until its second step
+    passes the budget (13 s)."""
+    monkeypatch.setattr(train_module, "build_model", tiny_model)
+    now = [0.0]
+    monkeypatch.setattr(callbacks, "clock", lambda: now[0])
+    step_begin, commit = callbacks.RunRecorder.on_train_batch_begin, callbacks.RunRecorder._commit
+
+    def timed_step_begin(self, batch, logs=None):
+        now[0] += 1.0
+        step_begin(self, batch, logs)
+
+    def timed_commit(self, row):
+        commit(self, row)
+        now[0] += 5.0
+
+    monkeypatch.setattr(callbacks.RunRecorder, "on_train_batch_begin", timed_step_begin)
+    monkeypatch.setattr(callbacks.RunRecorder, "_commit", timed_commit)
+    cfg = tiny_config(dataset, train={"epochs": 5, "batch_size": 2, "max_minutes": budget_seconds / 60, "precise_bn": 0})
+    run = segkit.train(cfg, runs_dir=tmp_path, verbose=0)
+    assert list(pd.read_csv(run.path / "history.csv")["steps"]) == steps
+    assert message in capsys.readouterr().out

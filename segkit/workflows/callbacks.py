@@ -62,6 +62,8 @@ class RunRecorder(keras.callbacks.Callback):
         self.non_finite_at = None  # (epoch, step) where the loss stopped being finite
         self._epoch_start = None
         self._steps = 0  # steps run in the current epoch: the last one is partial when the time budget stops it
+        self._last_step_at = None  # the clock at the end of the latest training step
+        self._out_of_time = False  # the time budget ended training (at the end of an epoch, always)
         self._session_start = None
         self._seconds_before = state["train_seconds"]
 
@@ -72,12 +74,12 @@ class RunRecorder(keras.callbacks.Callback):
         self._epoch_start = clock()
 
     def on_train_batch_end(self, batch, logs=None):
-        self._steps = batch + 1
+        self._steps, self._last_step_at = batch + 1, clock()
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.non_finite_at = (len(self.state["history"]) + 1, batch + 1)
             self.model.stop_training = True
-        elif self._over_budget():
+        elif self.max_seconds is not None and self.used_seconds(self._last_step_at) >= self.max_seconds:
             # Keras ends the epoch after this step; it is validated and committed like any other.
             self.model.stop_training = True
 
@@ -92,10 +94,15 @@ class RunRecorder(keras.callbacks.Callback):
                **_canonical(_scalars(logs)),
                "learning_rate": _learning_rate(self.model), "seconds": seconds}
         self._commit(row)
-        if self._over_budget():  # also when validation and saving used the last of it: no step of a further epoch
-            self.model.stop_training = True
+        if self.max_seconds is None:
+            return
+        left, step_seconds = self.max_seconds - self.used_seconds(), (self._last_step_at - self._epoch_start) / self._steps
+        # Also when validation and saving used the last of it, or left less than a step, which the decay ending with
+        # the budget would give a learning rate of about zero: an epoch of one such step only re-estimates BatchNorm.
+        if left < step_seconds:
+            self.model.stop_training = self._out_of_time = True
             print(f"time budget of {self.max_seconds / 60:.1f} min reached after step {self._steps}/{row['epoch_steps']} "
-                  f"of epoch {epoch + 1}: stopping")
+                  f"of epoch {epoch + 1}" + ("" if left <= 0 else f" ({left:.1f} s left, less than a step)") + ": stopping")
 
     def _commit(self, row: dict) -> None:
         # Without validation (data.val: 0) every epoch's weights replace the last: best_miou stays None.
@@ -128,7 +135,7 @@ class RunRecorder(keras.callbacks.Callback):
             "history": history,
             "best_miou": row.get(MONITOR) if improved else state["best_miou"],
             "best_epoch": epoch if improved else state["best_epoch"],
-            "train_seconds": self._seconds_before + self._elapsed(),
+            "train_seconds": self.used_seconds(),
             "status": "training",
         }
         self.run.write_state(new_state)
@@ -138,17 +145,12 @@ class RunRecorder(keras.callbacks.Callback):
     @property
     def stopped(self) -> bool:
         """Whether this session ended early: a non-finite loss or the time budget."""
-        return self.non_finite_at is not None or self._over_budget()
+        return self.non_finite_at is not None or self._out_of_time
 
-    def used_seconds(self) -> float:
-        """Training seconds of the run so far: earlier sessions and this one, validation and saving included."""
-        return self._seconds_before + self._elapsed()
-
-    def _over_budget(self) -> bool:
-        return self.max_seconds is not None and self.used_seconds() >= self.max_seconds
-
-    def _elapsed(self) -> float:
-        return clock() - self._session_start
+    def used_seconds(self, at: float | None = None) -> float:
+        """Training seconds of the run at clock reading `at` (default: now): earlier sessions and this one, validation
+        and saving included."""
+        return self._seconds_before + (clock() if at is None else at) - self._session_start
 
 
 class BudgetSpan(keras.callbacks.Callback):

@@ -103,7 +103,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "batch_size": Field(8, _INT, "global batch size"),
         "epochs": Field(20, _INT, "number of epochs"),
         "steps_per_epoch": Field(None, _INT, "cap on training steps per epoch", nullable=True),
-        "max_minutes": Field(None, _FLOAT, "time budget: training stops after the step that reaches it; that last, partial epoch is validated and saved", nullable=True),
+        "max_minutes": Field(None, _FLOAT, "time budget: training stops after the step that reaches it, and that last, partial epoch is validated and saved; "
+                                         "no epoch starts with less time left than a step", nullable=True),
         "seed": Field(0, _INT, "seed for weights, split, shuffling and augmentation"),
         "precise_bn": Field(10, _INT, "training batches (un-augmented) from which BatchNorm statistics are re-estimated "
                             "before each validation and save; 0 keeps the moving averages (stale on short runs)"),
