@@ -8,6 +8,7 @@ as a Colab user's would: nothing here puts the checkout on their path.
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -54,8 +55,12 @@ if Path(os.environ["SEGKIT_NB_RUNS"]) == SMOKE_RUNS:
     shutil.rmtree(SMOKE_RUNS, ignore_errors=True)
 
 
+READS_CAMVID = re.compile(r"""setup\(\s*dataset\s*=\s*["']camvid["']""")
+
+
 def pytest_collection_modifyitems(config, items):
-    """05_camvid needs CamVid; without it (no ../shared/data, nothing downloaded) its cells are skipped, saying why.
+    """Without CamVid (no ../shared/data, nothing downloaded) a notebook's cells from its first one that reads CamVid
+    (`notebook.setup(dataset="camvid")`) on are skipped, saying why: all of 05, the last section of 01.
 
     Under CI=true a missing CamVid has already stopped the run when this file was loaded.
     """
@@ -63,6 +68,12 @@ def pytest_collection_modifyitems(config, items):
     if (camvid / "train").is_dir():
         return
     skip = pytest.mark.skip(reason=f"CamVid not found at {camvid} (set SEGKIT_NB_CAMVID or run segkit data download camvid)")
+    reached = set()  # notebooks whose CamVid cell has been collected: it and every later cell are skipped
     for item in items:
-        if Path(str(item.fspath)).name == "05_camvid.ipynb":
+        cell = getattr(item, "cell", None)
+        if cell is None:
+            continue
+        notebook = str(item.fspath)
+        if notebook in reached or READS_CAMVID.search(cell.source):
+            reached.add(notebook)
             item.add_marker(skip)
