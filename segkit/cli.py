@@ -11,12 +11,15 @@ from segkit.errors import SegkitError
 # The band's width lives in segkit.metrics (BOUNDARY_WIDTH), which imports Keras: the help names no number.
 BOUNDARY_HELP = ("mIoU and pixel accuracy are also given over the boundary band alone: the labelled pixels within a "
                  "few pixels of a pixel of another labelled class (the 'trimap' band; see docs/losses-and-metrics.md)")
+MAX_COLOR_DISTANCE_HELP = ("cityscapes-pairs: label pixels farther than this (RGB units) from every palette colour, the "
+                           "JPEG-blurred edges, are ignored (default 30)")
 
 
 def _data_prepare(args):
     from segkit import data
 
-    manifest = data.prepare(args.format, args.src, args.out, size=args.size, classes=args.classes, split=args.split)
+    manifest = data.prepare(args.format, args.src, args.out, size=args.size, classes=args.classes, split=args.split,
+                            max_color_distance=args.max_color_distance)
     print(data.format_summary(manifest))
     print(f"prepared {manifest['num_items']} items -> {args.out}")
 
@@ -65,7 +68,8 @@ def _evaluate(args):
     import segkit
 
     segkit.evaluate(args.model_path, args.data, format=args.format, split=args.split, classes=args.classes, tta=args.tta,
-                    json_path=args.json, batch_size=args.batch_size, input_size=args.input_size)
+                    json_path=args.json, batch_size=args.batch_size, input_size=args.input_size,
+                    max_color_distance=args.max_color_distance)
 
 
 def _predict(args):
@@ -111,6 +115,7 @@ def _add_model_commands(sub):
     p.add_argument("--format", choices=DATA_FORMATS, help="format of a raw dataset (prepared into data/prepared once)")
     p.add_argument("--split", help="split of a raw layout (train, val, test)")
     p.add_argument("--classes", default="train", help="class mode of a raw dataset, as in `segkit data prepare`")
+    p.add_argument("--max-color-distance", type=float, help=MAX_COLOR_DISTANCE_HELP)
     p.add_argument("--tta", choices=("flip",), help="average with the horizontally flipped prediction")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--batch-size", type=int, default=8)
@@ -165,6 +170,7 @@ def _add_data_commands(sub):
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize to H x W (masks: nearest neighbour)")
     p.add_argument("--classes", default="train", help="'train' (evaluated classes) or 'all' (every class present, renumbered from 0); folder format: a classes file")
     p.add_argument("--split", help="which split to read where the layout has several (train, val, test)")
+    p.add_argument("--max-color-distance", type=float, help=MAX_COLOR_DISTANCE_HELP)
     p.set_defaults(run=_data_prepare)
 
     p = data.add_parser("synth", help="generate synthetic street scenes in the Cityscapes-pairs format")

@@ -30,16 +30,16 @@ MAX_SIDE = 8192
 
 
 def prepare(format: str, src, out, *, size=None, classes: str = "train", split: str | None = None,
-            label: str = "--out") -> dict:
+            max_color_distance: float | None = None, label: str = "--out") -> dict:
     """Read the `format` dataset at `src` once and write the cache folder `out`; returns the manifest.
 
     size: (H, W) to resize every item to (images: area when shrinking, linear when growing; masks: nearest
     neighbour, after the colour/id mapping at full size). Needed when items differ in size.
-    classes, split: as in `open_reader`. An existing cache at `out` is replaced; any other existing content is not.
+    classes, split, max_color_distance: as in `open_reader`. An existing cache at `out` is replaced; any other existing content is not.
     label: how the user chose `out` ("--out", or "data.cache" when training prepares it), named by write errors.
     """
     size = None if size is None else _check_resize_hw(size)
-    reader = open_reader(format, src, classes=classes, split=split)
+    reader = open_reader(format, src, classes=classes, split=split, max_color_distance=max_color_distance)
     out = Path(out)
     files.check_writable_folder(out.parent, f"{label} {out}: folder")  # the cache is made beside `out`, then renamed
     _check_replaceable(out)
@@ -177,6 +177,7 @@ def _manifest(reader: Reader, size, class_names: list[str], colors: np.ndarray, 
         "ignored_share": round(float(pixel_counts[IGNORE_INDEX] / max(pixel_counts.sum(), 1)), 6),
         "files": {"images": IMAGES, "masks": MASKS},
         "items": list(reader.names),
+        **({} if reader.max_color_distance is None else {"max_color_distance": reader.max_color_distance}),
     }
 
 

@@ -65,6 +65,8 @@ class Reader:
     split: str | None = None
     # True when the classes are the full label set, to be cut down to those present and renumbered.
     keep_present_only: bool = False
+    # Colour labels decoded at another tolerance than PAIRS_MAX_COLOR_DISTANCE: the labels differ, so caches record it.
+    max_color_distance: float | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -355,8 +357,10 @@ def _check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask
 # Formats
 
 
-def _open_cityscapes_pairs(src: Path, classes: str, split: str | None) -> Reader:
-    """JPEG composites, photo left and colour label right, in the official Cityscapes palette."""
+def _open_cityscapes_pairs(src: Path, classes: str, split: str | None,
+                           max_color_distance: float = PAIRS_MAX_COLOR_DISTANCE) -> Reader:
+    """JPEG composites, photo left and colour label right, in the official Cityscapes palette; label pixels farther
+    than `max_color_distance` from every palette colour are edge blends and go to ignore."""
     _check_classes_mode(classes, "cityscapes-pairs")
     root = _split_root(src, split)
     split = root.name if root != src else None
@@ -381,12 +385,14 @@ def _open_cityscapes_pairs(src: Path, classes: str, split: str | None) -> Reader
         if height < MIN_LABEL_SIDE:
             raise SegkitError(f"{path}: composite is {width}x{height}; its label half must be at least "
                               f"{MIN_LABEL_SIDE}x{MIN_LABEL_SIDE} pixels to be checked as a label")
-        index = nearest_color_index(composite[:, height:], palette_colors, PAIRS_MAX_COLOR_DISTANCE)
-        _check_matched(index, path, f"Cityscapes colour (within distance {PAIRS_MAX_COLOR_DISTANCE:g})")
+        index = nearest_color_index(composite[:, height:], palette_colors, max_color_distance)
+        _check_matched(index, path, f"Cityscapes colour (within distance {max_color_distance:g})")
         _check_piecewise_constant(index, path)
         return np.ascontiguousarray(composite[:, :height]), to_class[index]
 
-    return Reader("cityscapes-pairs", src, sorted(files, key=_natural_key), names, colors, read, split, classes == "all")
+    other_distance = None if max_color_distance == PAIRS_MAX_COLOR_DISTANCE else max_color_distance
+    return Reader("cityscapes-pairs", src, sorted(files, key=_natural_key), names, colors, read, split, classes == "all",
+                  other_distance)
 
 
 def _open_cityscapes(src: Path, classes: str, split: str | None) -> Reader:
@@ -575,13 +581,29 @@ _OPENERS = {
 }
 
 
-def open_reader(format: str, src, *, classes: str = "train", split: str | None = None) -> Reader:
+def open_reader(format: str, src, *, classes: str = "train", split: str | None = None,
+                max_color_distance: float | None = None) -> Reader:
     """Open the dataset at `src` in `format` (one of FORMATS); files are listed and paired now, decoded on iteration.
 
     classes: 'train' (the evaluated classes; void -> 255) or 'all' (the full label set, void classes included;
     `prepare` keeps those present and renumbers them from 0). The folder format also takes a classes-file path.
     split: which split to read where the layout has several (default: train).
+    max_color_distance: cityscapes-pairs only: how far (Euclidean, RGB 0..255) a label pixel may be from its nearest
+    palette colour and still take its class; None keeps PAIRS_MAX_COLOR_DISTANCE. Larger values label more of
+    the JPEG-blurred edge pixels, and more of them wrongly (docs/data.md).
     """
     if format not in _OPENERS:
         raise SegkitError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}")
-    return _OPENERS[format](Path(src), classes, split)
+    if max_color_distance is None:
+        return _OPENERS[format](Path(src), classes, split)
+    return _OPENERS[format](Path(src), classes, split, max_color_distance=check_max_color_distance(max_color_distance, format))
+
+
+def check_max_color_distance(value, format: str) -> float:
+    """`value` as a float, refused unless the format decodes colour labels by distance and it is a positive number."""
+    if format != "cityscapes-pairs":
+        raise SegkitError(f"max color distance {value!r} applies to cityscapes-pairs colour labels, not to format {format}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise SegkitError(f"max color distance must be a positive number (RGB units; default {PAIRS_MAX_COLOR_DISTANCE:g}), "
+                          f"got {value!r}")
+    return float(value)

@@ -226,8 +226,9 @@ def _check_label_size(label_size, sizes, where) -> None:
 def _validation_source(entry) -> dict:
     """What a run was validated on: {"items": the raw items' identity, "size": the prepared (H, W) or None}.
 
-    Items are the same when the caches were prepared from the same source, format and split and the
-    validation indices name the same items; a cache that is gone matches only its own folder and indices.
+    Items are the same when the caches were prepared from the same source, format, split and label decoding
+    (max_color_distance) and the validation indices name the same items; a cache that is gone matches only its own
+    folder and indices.
     """
     val = entry["dataset"]["val"]
     try:
@@ -237,7 +238,7 @@ def _validation_source(entry) -> dict:
     if manifest.get("source") is None:
         return {"items": (val["path"], tuple(val["indices"])), "size": None}
     names = tuple(manifest["items"][i] for i in val["indices"])
-    return {"items": (manifest["source"], manifest["format"], manifest.get("split"), names),
+    return {"items": (manifest["source"], manifest["format"], manifest.get("split"), manifest.get("max_color_distance"), names),
             "size": tuple(manifest["image_size"])}
 
 

@@ -91,6 +91,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "split": Field(None, _STR, "split to read from a raw layout with several (train, val, test)", nullable=True),
         "classes": Field("train", _STR, "'train', 'all' or a classes file (folder format), as in `segkit data prepare`"),
         "size": Field(None, _LIST, "input size [H, W]; raw data is prepared at it, prepared data must have it", nullable=True),
+        "max_color_distance": Field(None, _FLOAT, "cityscapes-pairs: how far (RGB units) a label pixel may be from its "
+                                    "nearest palette colour and keep its class; farther pixels (JPEG-blurred edges) "
+                                    "are ignored. null: 30 (docs/data.md)", nullable=True),
         "val": Field(0.1, _FLOAT, "hold-out validation share (< 1) or count (>= 1) of data.path, when no val_path/val_split; "
                      "0 trains on every item without validation and keeps the final weights as best.keras (with a "
                      "learning rate that decays to its end, the last weights are the ones to keep)"),
@@ -393,6 +396,7 @@ def _check_ranges(config: dict, where: str) -> None:
     data, train, augment = config["data"], config["train"], config["augment"]
     positive = {"train.batch_size": train["batch_size"], "train.epochs": train["epochs"],
                 "train.steps_per_epoch": train["steps_per_epoch"], "data.limit": data["limit"],
+                "data.max_color_distance": data["max_color_distance"],
                 "train.max_minutes": train["max_minutes"], "optimizer.learning_rate": config["optimizer"]["learning_rate"]}
     for key, value in positive.items():
         if value is not None and value <= 0:
@@ -424,6 +428,9 @@ def _check_ranges(config: dict, where: str) -> None:
         raise SegkitError(f"{where}: 'train.freeze_encoder_epochs' must be >= 0, got {train['freeze_encoder_epochs']!r}")
     if data["count"] < 1:
         raise SegkitError(f"{where}: 'data.count' must be > 0, got {data['count']!r}")
+    if data["max_color_distance"] is not None and data["format"] not in ("cityscapes-pairs", SYNTHETIC):
+        raise SegkitError(f"{where}: 'data.max_color_distance' applies to cityscapes-pairs colour labels "
+                          f"(data.format cityscapes-pairs or synthetic), not to data.format {data['format']}")
     _check_levers(config, where)
     _resolve_encoder(config["model"], where)
     if config["model"]["aux_head"] and config["model"]["name"] not in ("pspnet", "bisenetv2", "fastscnn"):

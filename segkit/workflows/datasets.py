@@ -55,21 +55,26 @@ class TrainingData:
         }
 
 
-def open_dataset(path, *, format=None, split=None, classes="train", size=None, cache="data/prepared", cache_label="cache"):
+def open_dataset(path, *, format=None, split=None, classes="train", size=None, max_color_distance=None,
+                 cache="data/prepared", cache_label="cache"):
     """A PreparedDataset from a prepared folder, or from a raw folder prepared into `cache` on first use (write errors
-    name it as `cache_label`: how the user chose it)."""
+    name it as `cache_label`: how the user chose it). max_color_distance: as in `segkit.data.open_reader`; a prepared
+    folder keeps the labels it was prepared with, so it is refused there."""
     path = Path(path)
     if not path.exists():
         raise SegkitError(f"dataset path {path} does not exist")
     if (path / "manifest.json").is_file():
+        if max_color_distance is not None:
+            raise SegkitError(f"{path} is a prepared dataset, its labels already decoded; give the raw dataset to decode "
+                              f"them at max color distance {max_color_distance!r}")
         return _check_size_matches_config(data_lib.load_prepared(path), path, size), path
     if format is None:
         raise SegkitError(f"{path} is not a prepared dataset (no manifest.json); give its format ({', '.join(data_lib.FORMATS)}) to prepare it")
-    target = Path(cache) / _cache_name(path, format, split, size, classes)
+    target = Path(cache) / _cache_name(path, format, split, size, classes, max_color_distance)
     if not (target / "manifest.json").is_file():
         print(f"preparing {format} dataset {path} -> {target}")
         data_lib.prepare(format, str(path), str(target), size=tuple(size) if size else None, classes=classes, split=split,
-                         label=cache_label)
+                         max_color_distance=max_color_distance, label=cache_label)
     return data_lib.load_prepared(target), target
 
 
@@ -77,7 +82,8 @@ def training_data(config: dict) -> TrainingData:
     """The train and validation splits a config asks for, with classes checked to agree; data.val 0 (and no
     val_path / val_split) trains on every item and leaves `val` None."""
     spec = _with_synthetic_pairs(config["data"])
-    common = {"format": spec["format"], "classes": spec["classes"], "size": spec["size"], "cache": spec["cache"]}
+    common = {"format": spec["format"], "classes": spec["classes"], "size": spec["size"],
+              "max_color_distance": spec["max_color_distance"], "cache": spec["cache"]}
     if spec["val_path"] is not None or spec["val_split"] is not None:
         _check_readable(spec["val_path"] or spec["path"], split=spec["val_split"], **common)  # before train is prepared
     dataset, path = open_dataset(spec["path"], split=spec["split"], cache_label="data.cache", **common)
@@ -106,15 +112,16 @@ def training_data(config: dict) -> TrainingData:
     return TrainingData(train, val, list(dataset.classes), np.asarray(dataset.colors, dtype=np.uint8))
 
 
-def _check_readable(path, *, format, split, classes, size, cache) -> None:
+def _check_readable(path, *, format, split, classes, size, max_color_distance, cache) -> None:
     """Raises what `open_dataset` would, without preparing anything: a missing folder or split says so at once."""
     path = Path(path)
     if not path.exists():
         raise SegkitError(f"dataset path {path} does not exist")
     if format is None or (path / "manifest.json").is_file():
         return  # a prepared folder, or open_dataset asks for the format
-    if not (Path(cache) / _cache_name(path, format, split, size, classes) / "manifest.json").is_file():
-        data_lib.open_reader(format, path, classes=classes, split=split)  # lists and pairs the files, decodes none
+    if not (Path(cache) / _cache_name(path, format, split, size, classes, max_color_distance) / "manifest.json").is_file():
+        # lists and pairs the files, decodes none
+        data_lib.open_reader(format, path, classes=classes, split=split, max_color_distance=max_color_distance)
 
 
 def _with_synthetic_pairs(spec: dict) -> dict:
@@ -155,8 +162,9 @@ def _check_same_classes(val_dataset, val_path, dataset, path) -> None:
                           f"training data {path} has {len(dataset.classes)}; they must have the same classes")
 
 
-def _cache_name(path: Path, format: str, split, size, classes: str) -> str:
+def _cache_name(path: Path, format: str, split, size, classes: str, max_color_distance=None) -> str:
     # The hash of the absolute source path keeps two folders with the same name apart.
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
     size_part = f"{size[0]}x{size[1]}" if size else "native"
-    return f"{format}-{path.name}-{split or 'all'}-{size_part}-{Path(classes).stem}-{digest}"
+    distance_part = "" if max_color_distance is None else f"-distance{max_color_distance:g}"
+    return f"{format}-{path.name}-{split or 'all'}-{size_part}-{Path(classes).stem}{distance_part}-{digest}"

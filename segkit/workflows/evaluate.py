@@ -92,12 +92,13 @@ def summarize(cm: np.ndarray, boundary_cm: np.ndarray, classes) -> dict:
 
 
 def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=None, json_path=None,
-             batch_size=8, cache="data/prepared", input_size=None, verbose=True) -> dict:
+             batch_size=8, cache="data/prepared", input_size=None, max_color_distance=None, verbose=True) -> dict:
     """Scores the model at `model_path` (a run folder or .keras file) on dataset `data` (prepared folder, or raw with `format`).
 
     input_size: (H, W) feeds the model the images resized to it and scores at the labels' own size (see
     `confusion`); None feeds them at the size the model was trained at (`loading.fed_size`), as they are for a
     model file of no fixed input that records no size.
+    max_color_distance: for raw cityscapes-pairs data, the labels' colour tolerance (`segkit.data.open_reader`).
     Returns the metrics.json-style dict (miou, pixel_accuracy, mean_accuracy, fw_iou, per_class_iou,
     confusion_matrix, and boundary_miou, boundary_pixel_accuracy, boundary_confusion_matrix over the band of
     boundary_width pixels around label edges); prints the per-class table and both sets of means when
@@ -111,7 +112,8 @@ def evaluate(model_path, data, *, format=None, split=None, classes="train", tta=
         files.check_writable_file(json_path, "--json")  # before the evaluation, which may take an hour
     net, run = load_model(model_path)
     input_size = fed_size(net, run, input_size)
-    dataset, path = datasets.open_dataset(data, format=format, split=split, classes=classes, cache=cache)
+    dataset, path = datasets.open_dataset(data, format=format, split=split, classes=classes,
+                                          max_color_distance=max_color_distance, cache=cache)
     datasets.check_num_classes(num_classes_of(net), len(dataset.classes), model_path, path)
     check_classes(model_path, trained_classes(model_path), path, dataset.classes)
     count = int(dataset.images.shape[0])
