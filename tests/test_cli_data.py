@@ -41,6 +41,19 @@ def test_prepare_prints_summary_and_writes_cache(tmp_path, capsys):
     np.testing.assert_array_equal(np.unique(data.masks[:, 8:]), [13])
 
 
+def test_prepare_max_color_distance_labels_edge_blends_and_records_it(tmp_path):
+    src = write_pairs(tmp_path / "pairs", count=1)
+    composite = cv2.imread(str(src / "1.png"))[..., ::-1].copy()
+    composite[:8, 32:] = (128 + 28, 64 - 28, 128)  # 39.6 from road: ignored at the default 30
+    cv2.imwrite(str(src / "1.png"), composite[..., ::-1])
+    for out, extra in (("default", []), ("loose", ["--max-color-distance", "50"])):
+        assert main(["data", "prepare", "cityscapes-pairs", str(src), "--out", str(tmp_path / out), *extra]) == 0
+    default, loose = load_prepared(tmp_path / "default"), load_prepared(tmp_path / "loose")
+    assert (default.masks[0, :8] == 255).all() and (loose.masks[0, :16] == 0).all()
+    assert "max_color_distance" not in default.manifest and loose.manifest["max_color_distance"] == 50
+    assert loose.manifest["ignored_share"] == 0 and default.manifest["ignored_share"] == 0.25
+
+
 def test_prepare_classes_all_and_split(tmp_path, capsys):
     write_pairs(tmp_path / "pairs" / "val", count=2)
     rc = main(["data", "prepare", "cityscapes-pairs", str(tmp_path / "pairs"), "--out", str(tmp_path / "c"),
@@ -93,6 +106,8 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, damage):
         (["camvid32", "{tmp}/pairs"], r"class_dict\.csv: missing class table"),
         (["cityscapes-pairs", "{tmp}/pairs", "--classes", "some"], "classes='some': expected 'train' or 'all'"),
         (["cityscapes-pairs", "{tmp}/pairs", "--size", "9000", "64"], r"size=\(9000, 64\): each side must be at most 8192"),
+        (["cityscapes-pairs", "{tmp}/pairs", "--max-color-distance", "0"], r"max color distance must be a positive number"),
+        (["camvid", "{tmp}/pairs", "--max-color-distance", "50"], r"applies to cityscapes-pairs colour labels, not to format camvid"),
     ],
 )
 def test_bad_arguments_are_one_line(tmp_path, capsys, args, message):

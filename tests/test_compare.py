@@ -1,5 +1,7 @@
 """segkit.compare: the table and report hold each run's own numbers, re-scored on common items when needed."""
 
+import json
+
 import cv2
 import keras
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 import segkit
 from segkit import data, metrics, models
+from segkit.cli import main
 from segkit.errors import SegkitError
 from segkit.workflows import compare as compare_module
 from segkit.workflows import config, runs
@@ -204,6 +207,58 @@ def test_runs_on_the_same_items_and_size_in_different_caches_keep_their_metrics(
     assert table["pixel accuracy"].tolist() == [small.metrics["pixel_accuracy"], small_elsewhere.metrics["pixel_accuracy"]]
     assert table["input size"].tolist() == ["32x32", "32x32"]
     assert "all were validated on the same items" in (tmp_path / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def tolerance_runs(tmp_path_factory):
+    """Two runs holding out the same items of one raw folder of JPEG pairs, its labels decoded at the default colour
+    distance and at 50."""
+    root = tmp_path_factory.mktemp("tolerance")
+    raw = root / "raw"
+    data.write_synthetic(raw, 16, seed=0, size=(32, 32))
+
+    def run(name, **spec):
+        spec = {"format": "cityscapes-pairs", "cache": str(root / "cache"), **spec}
+        return train_with_stand_in(tiny_config(raw, name=name, data=spec), root / "runs")
+
+    return raw, run("strict"), run("loose", max_color_distance=50)
+
+
+def test_runs_on_labels_decoded_at_other_colour_distances_are_judged_on_the_first_runs_labels(tolerance_runs, tmp_path):
+    _, strict, loose = tolerance_runs
+    assert loose.dataset["val"]["indices"] == strict.dataset["val"]["indices"]
+    assert "distance50" in loose.dataset["val"]["path"] and "distance" not in strict.dataset["val"]["path"]
+    strict_data, loose_data = (data.load_prepared(run.dataset["val"]["path"]) for run in (strict, loose))
+    kept = np.asarray(strict_data.masks) != 255
+    np.testing.assert_array_equal(np.asarray(loose_data.masks)[kept], np.asarray(strict_data.masks)[kept])
+    assert (np.asarray(loose_data.masks) != 255).sum() > kept.sum()
+    items = np.sort(strict.dataset["val"]["indices"])
+    for order, judge in (((strict, loose), strict_data), ((loose, strict), loose_data)):
+        out = tmp_path / order[0].config["name"]
+        table = segkit.compare([run.path for run in order], out=out, latency=False)["table"]
+        truth, images = np.asarray(judge.masks[items]), np.asarray(judge.images[items])
+        for run in order:
+            pred = predict_classes(keras.saving.load_model(run.path / "best.keras"), images)
+            expected = brute_force_iou(truth, pred, 19)[1]
+            assert table.loc[run.config["name"], "mIoU"] == pytest.approx(expected, abs=1e-12)
+        assert "evaluating every model again on the first run's validation split" in (out / "report.md").read_text()
+
+
+def test_evaluate_decodes_raw_pairs_at_a_colour_distance_and_refuses_one_for_prepared_data(tolerance_runs, tmp_path,
+                                                                                          monkeypatch):
+    raw, strict, loose = tolerance_runs
+    monkeypatch.chdir(tmp_path)  # the command prepares into data/prepared
+    argv = ["evaluate", str(strict.path), "--data", str(raw), "--format", "cityscapes-pairs", "--max-color-distance", "50",
+            "--json", "scores.json"]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "scores.json").read_text())
+    prepared = data.load_prepared(result["data"])
+    assert prepared.manifest["max_color_distance"] == 50
+    np.testing.assert_array_equal(prepared.masks, data.load_prepared(loose.dataset["val"]["path"]).masks)
+    pred = predict_classes(keras.saving.load_model(strict.path / "best.keras"), np.asarray(prepared.images))
+    assert result["miou"] == pytest.approx(brute_force_iou(np.asarray(prepared.masks), pred, 19)[1], abs=1e-12)
+    with pytest.raises(SegkitError, match=r"is a prepared dataset, its labels already decoded; give the raw dataset"):
+        segkit.evaluate(strict.path, loose.dataset["val"]["path"], max_color_distance=50, verbose=False)
 
 
 def test_a_run_given_twice_is_refused_naming_it(three_runs, tmp_path):

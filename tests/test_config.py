@@ -83,6 +83,12 @@ def test_overrides_as_a_dict_win_over_the_file(tmp_path):
         ({"data": {"path": "x"}}, ["augment.hflip=-0.1"], r"'augment.hflip' must be in \[0, 1\] .*got -0.1"),
         ({"data": {"path": "x"}}, ["augment.color_jitter=1"], r"'augment.color_jitter' must be in \[0, 1\), got 1"),
         ({"data": {"path": "x"}}, ["augment.color_jitter=-0.2"], r"'augment.color_jitter' must be in \[0, 1\), got -0.2"),
+        ({"data": {"path": "x", "format": "camvid", "max_color_distance": 50}}, None,
+         r"'data.max_color_distance' decodes raw cityscapes-pairs colour labels \(data.format cityscapes-pairs or "
+         r"synthetic\); data.format is camvid$"),
+        ({"data": {"path": "x", "max_color_distance": 50}}, None, r"data.format is null \(a prepared dataset, its labels"),
+        ({"data": {"path": "x", "format": "cityscapes-pairs"}}, ["data.max_color_distance=-1"],
+         r"'data.max_color_distance' must be > 0, got -1"),
     ],
 )
 def test_bad_keys_and_values_are_one_line_errors_naming_them(raw, overrides, message):

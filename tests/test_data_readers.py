@@ -129,6 +129,56 @@ def test_pairs_void_colours_and_far_colours_go_to_ignore(tmp_path):
     assert (mask[:, 12:] == 255).all()
 
 
+def test_pairs_max_color_distance_moves_the_line_between_a_class_and_ignore(tmp_path):
+    label = np.zeros((16, 16, 3), dtype=np.uint8)
+    label[:, :12] = (128 + 10, 64 - 10, 128 + 10)  # road, 17 away
+    label[:, 12:] = (128 + 28, 64 - 28, 128)  # road, 39.6 away (a quarter of the label: more would not pass as one)
+    nearest, best, _ = brute_force_nearest(label[0, [0, 12]], OFFICIAL_COLORS)
+    assert OFFICIAL_TRAIN_IDS[nearest].tolist() == [0, 0] and 15 < best[0] < 20 < 30 < best[1] < 50
+    write_png(tmp_path / "a.png", np.concatenate([np.zeros_like(label), label], axis=1))
+    masks = {distance: open_reader("cityscapes-pairs", tmp_path, max_color_distance=distance).read("a")[1]
+             for distance in (None, 20, 50)}
+    assert (masks[None][:, :12] == 0).all() and (masks[None][:, 12:] == 255).all()  # the default: 30
+    assert (masks[50] == 0).all()
+    assert (masks[20][:, :12] == 0).all() and (masks[20][:, 12:] == 255).all()
+    assert open_reader("cityscapes-pairs", tmp_path, max_color_distance=50).max_color_distance == 50
+    assert open_reader("cityscapes-pairs", tmp_path, max_color_distance=PAIRS_MAX_COLOR_DISTANCE).max_color_distance is None
+
+
+@pytest.mark.parametrize(
+    "format, value, message",
+    [
+        ("camvid", 50, r"^max color distance 50 applies to cityscapes-pairs colour labels, not to format camvid$"),
+        ("cityscapes-pairs", 0, r"^max color distance must be a positive number \(RGB units; default 30\), got 0$"),
+        ("cityscapes-pairs", -5.0, r"got -5.0$"),
+        ("cityscapes-pairs", float("inf"), r"got inf$"),
+        ("cityscapes-pairs", float("nan"), r"got nan$"),
+        ("cityscapes-pairs", True, r"got True$"),
+        ("cityscapes-pairs", "50", r"got '50'$"),
+    ],
+)
+def test_a_bad_max_color_distance_is_one_line_naming_it(tmp_path, format, value, message):
+    write_pairs(tmp_path, count=1)
+    with pytest.raises(SegkitError, match=message):
+        open_reader(format, tmp_path, max_color_distance=value)
+
+
+def test_real_pairs_at_distance_50_keep_every_label_of_30_and_add_edge_pixels_near_their_colour(shared_data):
+    folder = shared_data / "cityscapes_pairs" / "train"
+    strict, loose = open_reader("cityscapes-pairs", folder), open_reader("cityscapes-pairs", folder, max_color_distance=50)
+    shares = []
+    for name in strict.names[:5]:
+        (_, at_30), (_, at_50) = strict.read(name), loose.read(name)
+        kept = at_30 != 255
+        np.testing.assert_array_equal(at_50[kept], at_30[kept])
+        label = cv2.imread(str(folder / f"{name}.jpg"))[:, 256:, ::-1]
+        added = (at_50 != 255) & ~kept
+        distance = np.linalg.norm(label[added].astype(float) - loose.class_colors[at_50[added]], axis=-1)
+        assert np.all((30 - 2 < distance) & (distance < 50 + 2))  # the colour table's bins are 2 levels wide
+        shares.append((kept.mean(), (at_50 != 255).mean()))
+    assert all(loose_share > strict_share + 0.02 for strict_share, loose_share in shares), shares
+
+
 def test_pairs_classes_all_keeps_every_distinct_colour(tmp_path):
     write_pairs(tmp_path, count=1, seed=3)
     reader = open_reader("cityscapes-pairs", tmp_path, classes="all")

@@ -5,7 +5,14 @@ import importlib
 from segkit.data.cache import PreparedDataset, format_summary, load_prepared, prepare, resize_image  # noqa: F401
 from segkit.data.download import download  # noqa: F401
 from segkit.data.palette import IGNORE_INDEX  # noqa: F401
-from segkit.data.readers import FORMATS, Reader, open_reader, read_image, read_index_mask  # noqa: F401
+from segkit.data.readers import (  # noqa: F401
+    FORMATS,
+    Reader,
+    check_max_color_distance,
+    open_reader,
+    read_image,
+    read_index_mask,
+)
 from segkit.data.synth import synthetic_city, synthetic_scene, write_synthetic  # noqa: F401
 
 # The batch loader is a keras.utils.PyDataset, and importing Keras starts its backend (seconds with

@@ -35,7 +35,8 @@ def prepare(format: str, src, out, *, size=None, classes: str = "train", split: 
 
     size: (H, W) to resize every item to (images: area when shrinking, linear when growing; masks: nearest
     neighbour, after the colour/id mapping at full size). Needed when items differ in size.
-    classes, split, max_color_distance: as in `open_reader`. An existing cache at `out` is replaced; any other existing content is not.
+    classes, split, max_color_distance: as in `open_reader`. An existing cache at `out` is replaced; any other
+    existing content is not.
     label: how the user chose `out` ("--out", or "data.cache" when training prepares it), named by write errors.
     """
     size = None if size is None else _check_resize_hw(size)

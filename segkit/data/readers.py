@@ -596,7 +596,8 @@ def open_reader(format: str, src, *, classes: str = "train", split: str | None =
         raise SegkitError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}")
     if max_color_distance is None:
         return _OPENERS[format](Path(src), classes, split)
-    return _OPENERS[format](Path(src), classes, split, max_color_distance=check_max_color_distance(max_color_distance, format))
+    distance = check_max_color_distance(max_color_distance, format)
+    return _OPENERS[format](Path(src), classes, split, max_color_distance=distance)
 
 
 def check_max_color_distance(value, format: str) -> float:
@@ -604,6 +605,6 @@ def check_max_color_distance(value, format: str) -> float:
     if format != "cityscapes-pairs":
         raise SegkitError(f"max color distance {value!r} applies to cityscapes-pairs colour labels, not to format {format}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise SegkitError(f"max color distance must be a positive number (RGB units; default {PAIRS_MAX_COLOR_DISTANCE:g}), "
-                          f"got {value!r}")
+        raise SegkitError(f"max color distance must be a positive number (RGB units; default "
+                          f"{PAIRS_MAX_COLOR_DISTANCE:g}), got {value!r}")
     return float(value)

@@ -238,7 +238,8 @@ def _validation_source(entry) -> dict:
     if manifest.get("source") is None:
         return {"items": (val["path"], tuple(val["indices"])), "size": None}
     names = tuple(manifest["items"][i] for i in val["indices"])
-    return {"items": (manifest["source"], manifest["format"], manifest.get("split"), manifest.get("max_color_distance"), names),
+    labels = manifest.get("max_color_distance")  # None: decoded at the default tolerance
+    return {"items": (manifest["source"], manifest["format"], manifest.get("split"), labels, names),
             "size": tuple(manifest["image_size"])}
 
 

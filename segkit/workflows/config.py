@@ -429,8 +429,9 @@ def _check_ranges(config: dict, where: str) -> None:
     if data["count"] < 1:
         raise SegkitError(f"{where}: 'data.count' must be > 0, got {data['count']!r}")
     if data["max_color_distance"] is not None and data["format"] not in ("cityscapes-pairs", SYNTHETIC):
-        raise SegkitError(f"{where}: 'data.max_color_distance' applies to cityscapes-pairs colour labels "
-                          f"(data.format cityscapes-pairs or synthetic), not to data.format {data['format']}")
+        raise SegkitError(f"{where}: 'data.max_color_distance' decodes raw cityscapes-pairs colour labels (data.format "
+                          f"cityscapes-pairs or synthetic); data.format is "
+                          f"{data['format'] or 'null (a prepared dataset, its labels already decoded)'}")
     _check_levers(config, where)
     _resolve_encoder(config["model"], where)
     if config["model"]["aux_head"] and config["model"]["name"] not in ("pspnet", "bisenetv2", "fastscnn"):
