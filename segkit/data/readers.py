@@ -358,9 +358,11 @@ def _check_same_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask
 
 
 def _open_cityscapes_pairs(src: Path, classes: str, split: str | None,
-                           max_color_distance: float = PAIRS_MAX_COLOR_DISTANCE) -> Reader:
+                           max_color_distance: float | None = None) -> Reader:
     """JPEG composites, photo left and colour label right, in the official Cityscapes palette; label pixels farther
-    than `max_color_distance` from every palette colour are edge blends and go to ignore."""
+    than `max_color_distance` (None: PAIRS_MAX_COLOR_DISTANCE) from every palette colour are edge blends and go to
+    ignore."""
+    tolerance = PAIRS_MAX_COLOR_DISTANCE if max_color_distance is None else max_color_distance
     _check_classes_mode(classes, "cityscapes-pairs")
     root = _split_root(src, split)
     split = root.name if root != src else None
@@ -385,14 +387,13 @@ def _open_cityscapes_pairs(src: Path, classes: str, split: str | None,
         if height < MIN_LABEL_SIDE:
             raise SegkitError(f"{path}: composite is {width}x{height}; its label half must be at least "
                               f"{MIN_LABEL_SIDE}x{MIN_LABEL_SIDE} pixels to be checked as a label")
-        index = nearest_color_index(composite[:, height:], palette_colors, max_color_distance)
-        _check_matched(index, path, f"Cityscapes colour (within distance {max_color_distance:g})")
+        index = nearest_color_index(composite[:, height:], palette_colors, tolerance)
+        _check_matched(index, path, f"Cityscapes colour (within distance {tolerance:g})")
         _check_piecewise_constant(index, path)
         return np.ascontiguousarray(composite[:, :height]), to_class[index]
 
-    other_distance = None if max_color_distance == PAIRS_MAX_COLOR_DISTANCE else max_color_distance
     return Reader("cityscapes-pairs", src, sorted(files, key=_natural_key), names, colors, read, split, classes == "all",
-                  other_distance)
+                  max_color_distance)
 
 
 def _open_cityscapes(src: Path, classes: str, split: str | None) -> Reader:
@@ -594,17 +595,18 @@ def open_reader(format: str, src, *, classes: str = "train", split: str | None =
     """
     if format not in _OPENERS:
         raise SegkitError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}")
-    if max_color_distance is None:
+    distance = None if max_color_distance is None else check_max_color_distance(max_color_distance, format)
+    if distance is None:
         return _OPENERS[format](Path(src), classes, split)
-    distance = check_max_color_distance(max_color_distance, format)
     return _OPENERS[format](Path(src), classes, split, max_color_distance=distance)
 
 
-def check_max_color_distance(value, format: str) -> float:
-    """`value` as a float, refused unless the format decodes colour labels by distance and it is a positive number."""
+def check_max_color_distance(value, format: str) -> float | None:
+    """`value` as a float, None when it is the default (the same labels, so the same cache), refused unless the
+    format decodes colour labels by distance and it is a positive number."""
     if format != "cityscapes-pairs":
         raise SegkitError(f"max color distance {value!r} applies to cityscapes-pairs colour labels, not to format {format}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise SegkitError(f"max color distance must be a positive number (RGB units; default "
                           f"{PAIRS_MAX_COLOR_DISTANCE:g}), got {value!r}")
-    return float(value)
+    return None if value == PAIRS_MAX_COLOR_DISTANCE else float(value)

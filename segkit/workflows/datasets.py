@@ -70,7 +70,7 @@ def open_dataset(path, *, format=None, split=None, classes="train", size=None, m
         return _check_size_matches_config(data_lib.load_prepared(path), path, size), path
     if format is None:
         raise SegkitError(f"{path} is not a prepared dataset (no manifest.json); give its format ({', '.join(data_lib.FORMATS)}) to prepare it")
-    if max_color_distance is not None:  # checked before it names the cache
+    if max_color_distance is not None:  # checked before it names the cache; the default (30) names the default cache
         max_color_distance = data_lib.check_max_color_distance(max_color_distance, format)
     target = Path(cache) / _cache_name(path, format, split, size, classes, max_color_distance)
     if not (target / "manifest.json").is_file():
