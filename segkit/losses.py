@@ -399,14 +399,17 @@ _LOSSES = {  # name -> (common keyword arguments, OHEM's) -> loss
     "focal+dice": lambda kw, ohem: Combined([Focal(**kw), SoftDice(**kw)], name="focal_dice"),
     "ce+lovasz": lambda kw, ohem: Combined([CrossEntropy(**kw), LovaszSoftmax(**kw)], name="ce_lovasz"),
     "ohem": lambda kw, ohem: OhemCrossEntropy(**ohem, **kw),
+    "ohem+dice": lambda kw, ohem: Combined([OhemCrossEntropy(**ohem, **kw), SoftDice(**kw)], name="ohem_dice"),
+    "ohem+lovasz": lambda kw, ohem: Combined([OhemCrossEntropy(**ohem, **kw), LovaszSoftmax(**kw)], name="ohem_lovasz"),
 }
 LOSS_NAMES = tuple(_LOSSES)
 
 
 def get(name, *, num_classes, class_weights=None, ignore_index=255, from_logits=True, ohem_threshold=0.7, ohem_min_kept=10000):
-    """The loss called `name` (one of `LOSS_NAMES`: "ce", "dice", "focal", "ce+dice", "focal+dice", "ce+lovasz", "ohem").
+    """The loss called `name` (one of `LOSS_NAMES`: "ce", "dice", "focal", "ce+dice", "focal+dice", "ce+lovasz", "ohem",
+    "ohem+dice", "ohem+lovasz").
 
-    `ohem_threshold` and `ohem_min_kept` are `OhemCrossEntropy`'s threshold and min_kept (used by "ohem" only).
+    `ohem_threshold` and `ohem_min_kept` are `OhemCrossEntropy`'s threshold and min_kept (used by the "ohem" losses only).
     """
     if name not in _LOSSES:
         raise SegkitError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")

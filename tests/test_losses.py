@@ -96,6 +96,8 @@ REFERENCES = {
     "focal+dice": lambda y, z, w: reference_ce(y, z, w, gamma=2.0) + reference_dice(y, z, w),
     "ce+lovasz": lambda y, z, w: reference_ce(y, z, w) + reference_lovasz(y, z, w),
     "ohem": lambda y, z, w: reference_ohem(y, z, w),
+    "ohem+dice": lambda y, z, w: reference_ohem(y, z, w) + reference_dice(y, z, w),
+    "ohem+lovasz": lambda y, z, w: reference_ohem(y, z, w) + reference_lovasz(y, z, w),
 }
 
 
