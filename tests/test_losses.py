@@ -117,6 +117,44 @@ def test_loss_matches_numpy_reference_for_logits_and_probabilities(name, weights
     assert value(on_logits, y[..., None], logits) == pytest.approx(expected, rel=1e-5)  # (B, H, W, 1) masks
 
 
+@pytest.mark.parametrize("bins", [2, 16, 1024])
+@pytest.mark.parametrize("weights", [None, WEIGHTS])
+def test_binned_lovasz_is_within_one_bin_width_of_the_sorted_one(bins, weights):
+    # The Jaccard steps are non-negative and sum to at most 1 per class, so tying the errors within a bin moves the
+    # loss by less than the bin's width.
+    for seed in range(3):
+        y, logits = sample(seed, shape=(2, 9, 11))
+        binned = value(losses.LovaszSoftmax(CLASSES, class_weights=weights, bins=bins), y, logits)
+        assert abs(binned - reference_lovasz(y, logits, weights)) <= 1 / bins + 1e-6
+
+
+def test_binned_lovasz_by_hand():
+    # Two classes, four pixels labelled 0, 0, 1, 1 with p(class 0) = 0.9, 0.6, 0.3, 0.2. Both classes' errors are
+    # 0.1, 0.4, 0.3, 0.2. Sorted, class 0 meets fg, bg, bg, fg: Jaccard 1/2, 2/3, 3/4, 1, steps 1/2, 1/6, 1/12, 1/4,
+    # loss 0.4/2 + 0.3/6 + 0.2/12 + 0.1/4 = 7/24. Class 1 meets bg, fg, fg, bg: Jaccard 1/3, 2/3, 1, 1, loss
+    # (0.4 + 0.3 + 0.2)/3 = 3/10. Mean 71/240. Two bins put all four errors in the lower one: its mean error 0.25
+    # times its whole step 1, for each class. Eight bins separate them, giving the sorted value again.
+    y = np.array([[[0, 0, 1, 1]]], dtype="int32")
+    p0 = np.array([0.9, 0.6, 0.3, 0.2], dtype="float32")
+    probabilities = np.stack([p0, 1 - p0], axis=-1)[None, None]
+    assert value(losses.LovaszSoftmax(2, from_logits=False), y, probabilities) == pytest.approx(71 / 240, rel=1e-6)
+    assert value(losses.LovaszSoftmax(2, from_logits=False, bins=8), y, probabilities) == pytest.approx(71 / 240, rel=1e-6)
+    assert value(losses.LovaszSoftmax(2, from_logits=False, bins=2), y, probabilities) == pytest.approx(0.25, rel=1e-6)
+
+
+def test_binned_lovasz_gradient_is_finite_and_zero_on_ignored_pixels():
+    y, logits = sample(seed=1)
+    grad = gradient(losses.get("ohem+lovasz", num_classes=CLASSES, ohem_threshold=1.0, lovasz_bins=64), y, logits)
+    assert np.all(np.isfinite(grad)) and np.all(grad[y == IGNORE] == 0)
+    assert np.all(np.abs(grad[y != IGNORE]).sum(axis=-1) > 0)
+
+
+@pytest.mark.parametrize("bins", [1, 0, 2.5, True, "64"])
+def test_lovasz_bins_must_be_an_integer_of_at_least_two(bins):
+    with pytest.raises(SegkitError, match="Lovasz bins must be an integer of at least 2 or None"):
+        losses.LovaszSoftmax(CLASSES, bins=bins)
+
+
 def test_class_weights_shift_the_loss_towards_the_weighted_class():
     y = np.array([[[0, 0, 1, 1]]], dtype="int32")
     logits = np.array([[[[3.0, 0], [3, 0], [0, 1], [0, 1]]]], dtype="float32")  # class 0 confident, class 1 less so

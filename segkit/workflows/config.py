@@ -151,6 +151,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "class_weights": Field(None, _STR, "weights from the training data's class pixel share", CLASS_WEIGHTS, nullable=True),
         "ohem_threshold": Field(0.7, _FLOAT, "ohem: pixels whose true-class probability is below it are kept (mmseg's OHEMPixelSampler)"),
         "ohem_min_kept": Field(10000, _INT, "ohem: at least this many of the hardest labelled pixels per image are kept"),
+        "lovasz_bins": Field(None, _INT, "lovasz: group each class's errors into this many bins instead of sorting them "
+                             "(within 1/bins of the sorted loss, far cheaper on a CPU); null: sort", nullable=True),
     },
     "augment": {
         "enabled": Field(True, _BOOL, "augment training batches"),
@@ -467,6 +469,8 @@ def _check_levers(config: dict, where: str) -> None:
     if not 0 < loss["ohem_threshold"] <= 1 or loss["ohem_min_kept"] < 0:
         raise SegkitError(f"{where}: 'loss.ohem_threshold' must be in (0, 1] and 'loss.ohem_min_kept' >= 0, "
                           f"got {loss['ohem_threshold']!r} and {loss['ohem_min_kept']!r}")
+    if loss["lovasz_bins"] is not None and loss["lovasz_bins"] < 2:
+        raise SegkitError(f"{where}: 'loss.lovasz_bins' must be at least 2 or null, got {loss['lovasz_bins']!r}")
     if train["jit_compile"] not in JIT_COMPILE:
         raise SegkitError(f"{where}: 'train.jit_compile' is {train['jit_compile']!r}; valid: auto, true, false")
     if train["label_stride"] < 1:

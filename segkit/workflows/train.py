@@ -311,7 +311,8 @@ def _compile(model, cfg, data, total_steps, budget=False) -> None:
         weights = losses.class_weights(share, method=cfg["loss"]["class_weights"])
     loss = losses.get(cfg["loss"]["name"], num_classes=data.num_classes, class_weights=weights, ignore_index=data_lib.IGNORE_INDEX,
                       ohem_threshold=cfg["loss"]["ohem_threshold"],
-                      ohem_min_kept=cfg["loss"]["ohem_min_kept"] // cfg["train"]["label_stride"] ** 2)
+                      ohem_min_kept=cfg["loss"]["ohem_min_kept"] // cfg["train"]["label_stride"] ** 2,
+                      lovasz_bins=cfg["loss"]["lovasz_bins"])
     miou = metrics.MeanIoU(data.num_classes, ignore_index=data_lib.IGNORE_INDEX, name="miou")
     optimizer = optim.build(cfg["optimizer"], total_steps, budget=budget)
     jit = cfg["train"]["jit_compile"]
