@@ -201,10 +201,9 @@ class LovaszSoftmax(_SegmentationLoss):
     when given, weight the per-class average.
 
     With `bins`, each class's errors are grouped into `bins` equal-width bins of [0, 1] instead of sorted: the
-    pixels of a bin count as tied, each weighted by the bin's mean Jaccard step. That is the Lovasz extension of the
-    binned errors evaluated at the true ones, within 1 / bins of the sorted value (the Jaccard steps are non-negative
-    and sum to at most 1), at a fraction of the cost: a per-class sort of every pixel is most of this loss's time on
-    a CPU (TensorFlow's top_k), a per-bin sum is not.
+    pixels of a bin count as tied and share the bin's Jaccard step equally. That stays within 1 / bins of the sorted
+    value (the Jaccard steps are non-negative and sum to at most 1) at a fraction of the cost: on a CPU the per-class
+    sort of every pixel is most of this loss's time (TensorFlow's top_k), a per-bin sum is not.
     """
 
     def __init__(self, num_classes, class_weights=None, ignore_index=255, from_logits=True, bins=None,
