@@ -16,13 +16,14 @@ from keras import ops
 from segkit.errors import SegkitError
 
 __all__ = ["CrossEntropy", "OhemCrossEntropy", "SoftDice", "Focal", "LovaszSoftmax", "Combined", "DetailLoss",
-           "boundary_targets", "get", "class_weights", "LOSS_NAMES"]
+           "boundary_targets", "get", "class_weights", "LOSS_NAMES", "DICE_CLASSES"]
 
 _EPSILON = 1e-7
 _INFINITY_BITS = 0x7F800000  # float32 +inf as int32: above every finite non-negative float
 # STDC's boundary pyramid: the Laplacian's strides and the fixed weights that fuse the levels (mmsegmentation's STDCHead).
 BOUNDARY_STRIDES = (1, 2, 4)
 BOUNDARY_FUSION = (0.6, 0.3, 0.1)
+DICE_CLASSES = ("all", "present")  # the classes soft Dice averages over: all, or those in the batch's labels
 
 
 class _SegmentationLoss(keras.losses.Loss):
@@ -296,15 +297,24 @@ class SoftDice(_SegmentationLoss):
     the per-class losses are averaged with the class weights (plain mean by default). The
     smoothing term `smooth` (default 1, in pixels) keeps a class absent from the batch finite:
     its Dice tends to 1 (loss 0) as the predicted mass for it goes to 0.
+
+    `classes="present"` averages over the classes present in the batch's labelled pixels only, as
+    Lovasz-softmax does. With "all" (the default) an absent class still counts, and a single
+    pixel's worth of probability for it costs half its term: rare classes are pushed towards zero
+    in every batch they are missing from.
     """
 
     def __init__(
-        self, num_classes, smooth=1.0, class_weights=None, ignore_index=255, from_logits=True, name="soft_dice", **kwargs
+        self, num_classes, smooth=1.0, class_weights=None, ignore_index=255, from_logits=True, classes="all",
+        name="soft_dice", **kwargs
     ):
         super().__init__(num_classes, class_weights, ignore_index, from_logits, name=name, **kwargs)
         if not float(smooth) > 0:
             raise SegkitError(f"Dice smooth must be > 0 (it keeps absent classes finite), got {smooth}")
+        if classes not in DICE_CLASSES:
+            raise SegkitError(f"Dice classes must be one of {', '.join(DICE_CLASSES)}, got {classes!r}")
         self.smooth = float(smooth)
+        self.classes = classes
 
     def _batch_loss(self, y_true, y_pred):
         one_hot, valid, y_pred = self._prepare(y_true, y_pred)
@@ -314,10 +324,12 @@ class SoftDice(_SegmentationLoss):
         total = ops.sum(probabilities, axis=pixel_axes) + ops.sum(one_hot, axis=pixel_axes)
         dice = (2.0 * intersection + self.smooth) / (total + self.smooth)
         weights = self._weights()
-        return ops.sum(weights * (1.0 - dice)) / ops.sum(weights)
+        if self.classes == "present":
+            weights = weights * ops.cast(ops.sum(one_hot, axis=pixel_axes) > 0, "float32")
+        return ops.divide_no_nan(ops.sum(weights * (1.0 - dice)), ops.sum(weights))
 
     def get_config(self):
-        return {**super().get_config(), "smooth": self.smooth}
+        return {**super().get_config(), "smooth": self.smooth, "classes": self.classes}
 
 
 @keras.saving.register_keras_serializable(package="segkit")
@@ -428,32 +440,25 @@ def _laplacian(values, valid):
     return valid * (neighbour_count * values - neighbour_sum)
 
 
-_LOSSES = {  # name -> (common keyword arguments, OHEM's, Lovasz's) -> loss
-    "ce": lambda kw, ohem, lovasz: CrossEntropy(**kw),
-    "dice": lambda kw, ohem, lovasz: SoftDice(**kw),
-    "focal": lambda kw, ohem, lovasz: Focal(**kw),
-    "ce+dice": lambda kw, ohem, lovasz: Combined([CrossEntropy(**kw), SoftDice(**kw)], name="ce_dice"),
-    "focal+dice": lambda kw, ohem, lovasz: Combined([Focal(**kw), SoftDice(**kw)], name="focal_dice"),
-    "ce+lovasz": lambda kw, ohem, lovasz: Combined([CrossEntropy(**kw), LovaszSoftmax(**lovasz, **kw)], name="ce_lovasz"),
-    "ohem": lambda kw, ohem, lovasz: OhemCrossEntropy(**ohem, **kw),
-    "ohem+dice": lambda kw, ohem, lovasz: Combined([OhemCrossEntropy(**ohem, **kw), SoftDice(**kw)], name="ohem_dice"),
-    "ohem+lovasz": lambda kw, ohem, lovasz: Combined([OhemCrossEntropy(**ohem, **kw), LovaszSoftmax(**lovasz, **kw)], name="ohem_lovasz"),
-}
-LOSS_NAMES = tuple(_LOSSES)
+_TERMS = {"ce": CrossEntropy, "dice": SoftDice, "focal": Focal, "lovasz": LovaszSoftmax, "ohem": OhemCrossEntropy}
+LOSS_NAMES = ("ce", "dice", "focal", "ce+dice", "focal+dice", "ce+lovasz", "ohem", "ohem+dice", "ohem+lovasz")
 
 
 def get(name, *, num_classes, class_weights=None, ignore_index=255, from_logits=True, ohem_threshold=0.7, ohem_min_kept=10000,
-        lovasz_bins=None):
-    """The loss called `name` (one of `LOSS_NAMES`: "ce", "dice", "focal", "ce+dice", "focal+dice", "ce+lovasz", "ohem",
-    "ohem+dice", "ohem+lovasz").
+        lovasz_bins=None, dice_classes="all"):
+    """The loss called `name` (one of `LOSS_NAMES`): a single term, or terms joined by "+" summed by `Combined`.
 
     `ohem_threshold` and `ohem_min_kept` are `OhemCrossEntropy`'s threshold and min_kept (used by the "ohem" losses only),
-    `lovasz_bins` is `LovaszSoftmax`'s bins (the "lovasz" losses; None sorts).
+    `lovasz_bins` is `LovaszSoftmax`'s bins (the "lovasz" losses; None sorts), `dice_classes` is `SoftDice`'s classes
+    (the "dice" losses).
     """
-    if name not in _LOSSES:
+    if name not in LOSS_NAMES:
         raise SegkitError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
     common = {"num_classes": num_classes, "class_weights": class_weights, "ignore_index": ignore_index, "from_logits": from_logits}
-    return _LOSSES[name](common, {"threshold": ohem_threshold, "min_kept": ohem_min_kept}, {"bins": lovasz_bins})
+    own_options = {"ohem": {"threshold": ohem_threshold, "min_kept": ohem_min_kept}, "lovasz": {"bins": lovasz_bins},
+                   "dice": {"classes": dice_classes}}
+    terms = [_TERMS[term](**own_options.get(term, {}), **common) for term in name.split("+")]
+    return terms[0] if len(terms) == 1 else Combined(terms, name=name.replace("+", "_"))
 
 
 def class_weights(class_pixel_share, method="median", max_weight=None):

@@ -32,16 +32,19 @@ def reference_ce(y, logits, weights=None, gamma=0.0):
     return total / weight_sum if weight_sum else 0.0
 
 
-def reference_dice(y, logits, weights=None, smooth=1.0):
+def reference_dice(y, logits, weights=None, smooth=1.0, present_only=False):
     probabilities = softmax(logits.astype(np.float64))
     valid = y != IGNORE
     weights = np.ones(logits.shape[-1]) if weights is None else np.asarray(weights, dtype=np.float64)
-    per_class = []
+    per_class, used = [], []
     for c in range(logits.shape[-1]):
         p = probabilities[..., c][valid]
         t = (y[valid] == c).astype(np.float64)
+        if present_only and t.sum() == 0:
+            continue
         per_class.append(1 - (2 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth))
-    return float(np.sum(weights * np.array(per_class)) / weights.sum())
+        used.append(weights[c])
+    return float(np.dot(used, per_class) / np.sum(used))
 
 
 def reference_ohem(y, logits, weights=None, threshold=0.7, min_kept=10000):
@@ -153,6 +156,30 @@ def test_binned_lovasz_gradient_is_finite_and_zero_on_ignored_pixels():
 def test_lovasz_bins_must_be_an_integer_of_at_least_two(bins):
     with pytest.raises(SegkitError, match="Lovasz bins must be an integer of at least 2 or None"):
         losses.LovaszSoftmax(CLASSES, bins=bins)
+
+
+@pytest.mark.parametrize("weights", [None, WEIGHTS])
+def test_dice_over_present_classes_matches_numpy_reference(weights):
+    y, logits = sample()  # the last class is absent, so "present" and "all" differ
+    present = reference_dice(y, logits, weights, present_only=True)
+    assert present != pytest.approx(reference_dice(y, logits, weights), rel=1e-3)
+    assert value(losses.SoftDice(CLASSES, class_weights=weights, classes="present"), y, logits) == pytest.approx(present, rel=1e-5)
+    combined = losses.get("ohem+dice", num_classes=CLASSES, class_weights=weights, dice_classes="present")
+    assert value(combined, y, logits) == pytest.approx(reference_ohem(y, logits, weights) + present, rel=1e-5)
+
+
+def test_dice_over_present_classes_by_hand():
+    # Two pixels of class 0, each predicted 0.5 / 0.5, smooth 1. Class 0: (2 * 1 + 1) / (1 + 2 + 1) = 3/4, loss 1/4.
+    # Class 1, absent: (0 + 1) / (1 + 0 + 1) = 1/2, loss 1/2. All classes: mean 3/8; present only: 1/4.
+    y = np.array([[[0, 0]]], dtype="int32")
+    probabilities = np.full((1, 1, 2, 2), 0.5, dtype="float32")
+    assert value(losses.SoftDice(2, from_logits=False), y, probabilities) == pytest.approx(3 / 8, rel=1e-6)
+    assert value(losses.SoftDice(2, from_logits=False, classes="present"), y, probabilities) == pytest.approx(1 / 4, rel=1e-6)
+
+
+def test_dice_classes_must_be_all_or_present():
+    with pytest.raises(SegkitError, match="Dice classes must be one of all, present, got 'absent'"):
+        losses.SoftDice(CLASSES, classes="absent")
 
 
 def test_class_weights_shift_the_loss_towards_the_weighted_class():

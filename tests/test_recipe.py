@@ -178,6 +178,7 @@ def test_threads_set_tensorflow_intra_op_threads_in_a_fresh_process():
     ("optimizer", {"nesterov": True}, r"'optimizer.nesterov' applies to sgd only, not 'adam'"),
     ("loss", {"ohem_threshold": 0}, r"'loss.ohem_threshold' must be in \(0, 1\]"),
     ("loss", {"lovasz_bins": 1}, r"'loss.lovasz_bins' must be at least 2 or null, got 1"),
+    ("loss", {"dice_classes": "some"}, r"'loss.dice_classes' is 'some'; valid: all, present"),
     ("train", {"jit_compile": "yes"}, r"'train.jit_compile' is 'yes'; valid: auto, true, false"),
     ("train", {"threads": 0}, r"'train.threads' must be >= 1 or null, got 0"),
     ("augment", {"crop": [128]}, r"'augment.crop' must be \[H, W\] with positive integers"),

@@ -53,6 +53,12 @@ def _loss_names():
     return tuple(losses.LOSS_NAMES)
 
 
+def _dice_classes():
+    from segkit import losses
+
+    return losses.DICE_CLASSES
+
+
 @dataclass(frozen=True)
 class Field:
     default: object
@@ -153,6 +159,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "ohem_min_kept": Field(10000, _INT, "ohem: at least this many of the hardest labelled pixels per image are kept"),
         "lovasz_bins": Field(None, _INT, "lovasz: group each class's errors into this many bins instead of sorting them "
                              "(within 1/bins of the sorted loss, far cheaper on a CPU); null: sort", nullable=True),
+        "dice_classes": Field("all", _STR, "dice: average soft Dice over all classes, or only those present in the batch's "
+                              "labels (as Lovasz-softmax does), so a class the batch lacks is not pushed towards zero",
+                              _dice_classes),
     },
     "augment": {
         "enabled": Field(True, _BOOL, "augment training batches"),

@@ -312,7 +312,7 @@ def _compile(model, cfg, data, total_steps, budget=False) -> None:
     loss = losses.get(cfg["loss"]["name"], num_classes=data.num_classes, class_weights=weights, ignore_index=data_lib.IGNORE_INDEX,
                       ohem_threshold=cfg["loss"]["ohem_threshold"],
                       ohem_min_kept=cfg["loss"]["ohem_min_kept"] // cfg["train"]["label_stride"] ** 2,
-                      lovasz_bins=cfg["loss"]["lovasz_bins"])
+                      lovasz_bins=cfg["loss"]["lovasz_bins"], dice_classes=cfg["loss"]["dice_classes"])
     miou = metrics.MeanIoU(data.num_classes, ignore_index=data_lib.IGNORE_INDEX, name="miou")
     optimizer = optim.build(cfg["optimizer"], total_steps, budget=budget)
     jit = cfg["train"]["jit_compile"]
