@@ -27,9 +27,11 @@ from bench_models import WARMUP, alternating_medians, random_batch  # noqa: E402
 
 from segkit import losses  # noqa: E402
 from segkit.models import build, strided_logits, subsample_masks  # noqa: E402
+from segkit.workflows import config  # noqa: E402
 from segkit.workflows.fused_batchnorm import use_fused_kernel  # noqa: E402
 
-CLASSES, BATCH, SIZE, MIN_KEPT, LOVASZ_BINS = 19, 8, 256, 10000, 8192
+CLASSES, BATCH, SIZE, LOVASZ_BINS = 19, 8, 256, 8192
+MIN_KEPT = config.load("fastscnn_cityscapes-pairs_256x256_cpu-35min")["loss"]["ohem_min_kept"]  # per image, as the recipe
 
 
 class SortingOhem(losses.OhemCrossEntropy):
