@@ -222,10 +222,12 @@ QUICKEST_EPOCH_SECONDS = 38
 
 
 @pytest.mark.parametrize("minutes", [70, 140])
-def test_a_longer_budget_recipe_changes_only_the_budget_and_keeps_the_warm_up_steps(minutes):
+def test_a_longer_budget_recipe_changes_only_the_budget_and_its_loss_and_keeps_the_warm_up_steps(minutes):
     short, long = (config.load(f"fastscnn_cityscapes-pairs_256x256_cpu-{n}min") for n in (35, minutes))
     changed = {k for k, v in _flat(long).items() if v != _flat(short)[k]}
-    assert changed == {"train.max_minutes", "train.epochs", "optimizer.warmup"}
+    assert changed == {"train.max_minutes", "train.epochs", "optimizer.warmup", "loss.name"}
+    # Measured with OHEM alone, before soft Dice joined the 35-minute recipe.
+    assert (short["loss"]["name"], long["loss"]["name"]) == ("ohem+dice", "ohem")
     assert long["train"]["max_minutes"] == minutes
     steps_per_epoch = -(-(2975 - short["data"]["val"]) // short["train"]["batch_size"])
     warmup_steps = [round(cfg["optimizer"]["warmup"] * cfg["train"]["epochs"] * steps_per_epoch) for cfg in (short, long)]
