@@ -198,6 +198,12 @@ def _flat(cfg) -> dict:
     return {f"{section}.{key}": value for section, values in cfg.items() if isinstance(values, dict) for key, value in values.items()}
 
 
+def _warmup_steps(cfg) -> int:
+    """The warm-up in optimizer steps on the 2,975 Cityscapes training pairs less the held-out ones."""
+    steps_per_epoch = -(-(2975 - cfg["data"]["val"]) // cfg["train"]["batch_size"])
+    return round(cfg["optimizer"]["warmup"] * cfg["train"]["epochs"] * steps_per_epoch)
+
+
 # The conditions a lever is judged under; benchmarks/levers/ may also swap the model (BiSeNetV2 for Fast-SCNN).
 @pytest.mark.parametrize("folder, fixed", [
     ("ablations", {"data.path", "data.val", "train.max_minutes", "train.seed", "model.name", "model.encoder"}),
@@ -227,11 +233,11 @@ MEASURED_BASELINE = {
 
 @pytest.mark.parametrize("folder, loss_name", [("ablations", "ce"), ("levers", "ohem")])
 def test_the_lever_baselines_keep_the_recipe_their_tables_were_measured_with(folder, loss_name):
-    baseline = _flat(config.load(BENCHMARKS / folder / "baseline.yaml"))
+    cfg = config.load(BENCHMARKS / folder / "baseline.yaml")
+    baseline = _flat(cfg)
     assert {key: baseline[key] for key in MEASURED_BASELINE} == MEASURED_BASELINE
     assert baseline["loss.name"] == loss_name
-    steps_per_epoch = -(-(2975 - baseline["data.val"]) // baseline["train.batch_size"])
-    assert round(baseline["optimizer.warmup"] * baseline["train.epochs"] * steps_per_epoch) == 100
+    assert _warmup_steps(cfg) == 100
 
 
 # Two cores took 38-62 s an epoch at label stride 4.
@@ -246,9 +252,7 @@ def test_a_longer_budget_recipe_changes_only_the_budget_and_its_loss_and_keeps_t
     # Measured with OHEM alone, before soft Dice joined the 35-minute recipe.
     assert (short["loss"]["name"], long["loss"]["name"]) == ("ohem+dice", "ohem")
     assert long["train"]["max_minutes"] == minutes
-    steps_per_epoch = -(-(2975 - short["data"]["val"]) // short["train"]["batch_size"])
-    warmup_steps = [round(cfg["optimizer"]["warmup"] * cfg["train"]["epochs"] * steps_per_epoch) for cfg in (short, long)]
-    assert warmup_steps[0] == warmup_steps[1] == 100
+    assert _warmup_steps(short) == _warmup_steps(long) == 100
     # Ceilings the budget does not reach, even with epochs 1.4x quicker than the quickest measured.
     assert long["train"]["epochs"] > 1.4 * minutes * 60 / QUICKEST_EPOCH_SECONDS
     assert short["train"]["epochs"] > 1.4 * 35 * 60 / QUICKEST_EPOCH_SECONDS
