@@ -6,7 +6,8 @@
 #   benchmarks/ablations/  levers on the Fast-SCNN recipe with plain cross-entropy (the default set: 15 configs, two
 #                          at a time x 25 min, about 3 h 30 min);
 #   benchmarks/levers/     levers on the recipe: baseline.yaml is it with OHEM alone, as the 25-minute table measured
-#                          it; recipe-*.yaml change the shipped 35-minute recipe; docs/benchmarks.md gives each CONFIGS.
+#                          it; recipe-*.yaml change a shipped recipe (the 35-minute one; recipe-140min-zoom the
+#                          140-minute one); docs/benchmarks.md gives each CONFIGS.
 # Shipped configs work the same (the budget tables, and the CamVid table with DATA=../shared/data/camvid11_large).
 #
 # Run from anywhere:  bash benchmarks/accuracy_cpu.sh
